@@ -1,0 +1,25 @@
+"""Benchmark data: MNIST, cluttered sequences, and input pipelines."""
+
+from lstm_stn_tf.data.cluttered import SPLIT_SIZES, ClutterSpec, generate
+from lstm_stn_tf.data.mnist import load_mnist
+from lstm_stn_tf.data.pipeline import (
+    SequenceBatches,
+    load_split,
+    load_splits,
+    make_input,
+    tf_dataset,
+    to_model_input,
+)
+
+__all__ = [
+    "SPLIT_SIZES",
+    "ClutterSpec",
+    "SequenceBatches",
+    "generate",
+    "load_mnist",
+    "load_split",
+    "load_splits",
+    "make_input",
+    "tf_dataset",
+    "to_model_input",
+]

@@ -1,0 +1,14 @@
+"""Keras layers for recurrent spatial-transformer attention (keras.ops only)."""
+
+from lstm_stn_tf.layers.affine_grid_generator import AffineGridGenerator
+from lstm_stn_tf.layers.bilinear_interpolation import BilinearInterpolation
+from lstm_stn_tf.layers.folded_time_distributed import FoldedTimeDistributed
+from lstm_stn_tf.layers.lstm_localizer import IDENTITY_TRANSFORM, LSTMLocalizer
+
+__all__ = [
+    "AffineGridGenerator",
+    "BilinearInterpolation",
+    "FoldedTimeDistributed",
+    "IDENTITY_TRANSFORM",
+    "LSTMLocalizer",
+]

@@ -1,0 +1,100 @@
+import keras
+from keras import ops
+
+from lstm_stn_tf.errors import UserError
+
+
+@keras.saving.register_keras_serializable(package="lstm_stn_tf")
+class BilinearInterpolation(keras.layers.Layer):
+    """Samples an image at the points of one or several sampling grids.
+
+    Call arguments:
+        inputs: `(image, grid)`; `image` is `(batch, H, W, C)`; `grid` holds
+            source coordinates `(x, y)` in [-1, 1] (±1 at the centres of the
+            corner pixels) and is `(batch, h, w, 2)` or `(batch, T, h, w, 2)`.
+
+    Returns:
+        `(batch, [T,] h, w, C)`. Points outside the image read zero, exactly
+        like `keras.ops.image.map_coordinates(order=1, fill_mode="constant")`.
+
+    All T glimpses are gathered from the one image through flat indices, so
+    the image is never repeated per step. Gradients reach both the image and
+    the grid. Coordinates are computed in float32 whatever the policy.
+    """
+
+    def __init__(self, dtype="float32", **kwargs):
+        super().__init__(dtype=dtype, **kwargs)
+
+    def _check_shapes(self, image_shape, grid_shape):
+        image_shape, grid_shape = tuple(image_shape), tuple(grid_shape)
+        if len(image_shape) != 4:
+            raise UserError(
+                f"{self.name}: image has shape {image_shape}; expected "
+                "(batch, height, width, channels)."
+            )
+        if len(grid_shape) not in (4, 5) or grid_shape[-1] != 2:
+            raise UserError(
+                f"{self.name}: grid has shape {grid_shape}; expected "
+                "(batch, h, w, 2) or (batch, steps, h, w, 2)."
+            )
+        if None in image_shape[1:]:
+            raise UserError(
+                f"{self.name}: image has shape {image_shape}; height, width "
+                "and channels must be known."
+            )
+        return image_shape, grid_shape
+
+    def call(self, inputs):
+        image, grid = inputs
+        image_shape, grid_shape = self._check_shapes(image.shape, grid.shape)
+        _, height, width, channels = image_shape
+        image = ops.cast(image, "float32")
+        grid = ops.cast(grid, "float32")
+        batch = ops.shape(image)[0]
+
+        # A one-pixel frame of zeros: every corner that falls outside the
+        # image is clipped onto the frame and reads zero.
+        padded = ops.pad(image, ((0, 0), (1, 1), (1, 1), (0, 0)))
+        padded_height, padded_width = height + 2, width + 2
+        flat_image = ops.reshape(padded, (-1, channels))
+
+        # Pixel coordinates in the padded image.
+        x = (grid[..., 0] + 1.0) * (0.5 * (width - 1)) + 1.0
+        y = (grid[..., 1] + 1.0) * (0.5 * (height - 1)) + 1.0
+        x0 = ops.floor(x)
+        y0 = ops.floor(y)
+        wx1 = x - x0
+        wy1 = y - y0
+        wx0 = 1.0 - wx1
+        wy0 = 1.0 - wy1
+
+        # Clipping in float before the cast keeps huge coordinates safe.
+        def index(coordinate, limit):
+            return ops.cast(ops.clip(coordinate, 0.0, limit), "int32")
+
+        x0i = index(x0, padded_width - 1)
+        x1i = index(x0 + 1.0, padded_width - 1)
+        y0i = index(y0, padded_height - 1)
+        y1i = index(y0 + 1.0, padded_height - 1)
+
+        base_shape = (-1,) + (1,) * (len(grid_shape) - 2)
+        base = ops.reshape(
+            ops.arange(batch, dtype="int32") * (padded_height * padded_width),
+            base_shape,
+        )
+        row0 = base + y0i * padded_width
+        row1 = base + y1i * padded_width
+
+        def read(flat_index):
+            return ops.take(flat_image, flat_index, axis=0)
+
+        return (
+            read(row0 + x0i) * (wy0 * wx0)[..., None]
+            + read(row0 + x1i) * (wy0 * wx1)[..., None]
+            + read(row1 + x0i) * (wy1 * wx0)[..., None]
+            + read(row1 + x1i) * (wy1 * wx1)[..., None]
+        )
+
+    def compute_output_shape(self, input_shape):
+        image_shape, grid_shape = self._check_shapes(*input_shape)
+        return tuple(grid_shape[:-1]) + (image_shape[-1],)

@@ -1,0 +1,160 @@
+import keras
+from keras import ops
+
+from lstm_stn_tf.errors import UserError
+
+IDENTITY_TRANSFORM = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
+_GATES = {"lstm": 4, "gru": 3}
+
+
+@keras.saving.register_keras_serializable(package="lstm_stn_tf")
+class LSTMLocalizer(keras.layers.Layer):
+    """A recurrent localisation network: one affine transform per step.
+
+    The same feature vector is fed to the recurrent cell at each of `steps`
+    steps (top-down attention); a dense layer shared by all steps maps the
+    cell's state to the 6 affine parameters `[a, b, tx, c, d, ty]`. That
+    layer starts with a zero kernel and the identity bias, so every step first
+    looks at the whole image.
+
+    Because the input is the same at every step, its projection onto the
+    gates is computed once, and the steps are unrolled (few, fixed, and
+    converted by TFLite to builtin ops only).
+
+    Args:
+        units: size of the recurrent state.
+        steps: number of transforms (glimpses) to emit.
+        cell: `"lstm"` (the LSTM-STN paper) or `"gru"` (RNN-SPN). The GRU uses
+            Keras's `reset_after=True` formulation.
+        kernel_initializer, recurrent_initializer: for the cell's weights.
+
+    Call arguments:
+        features: `(batch, features)`.
+
+    Returns:
+        `(batch, steps, 6)` transforms, in float32 whatever the policy.
+    """
+
+    def __init__(
+        self,
+        units=256,
+        steps=3,
+        cell="lstm",
+        kernel_initializer="glorot_uniform",
+        recurrent_initializer="glorot_uniform",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if not isinstance(units, int) or units < 1:
+            raise UserError(f"units={units!r}: expected a positive integer.")
+        if not isinstance(steps, int) or steps < 1:
+            raise UserError(f"steps={steps!r}: expected a positive integer.")
+        if cell not in _GATES:
+            raise UserError(f"cell={cell!r}: expected one of {sorted(_GATES)}.")
+        self.units = units
+        self.steps = steps
+        self.cell = cell
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.recurrent_initializer = keras.initializers.get(recurrent_initializer)
+
+    def build(self, features_shape):
+        if len(features_shape) != 2 or features_shape[-1] is None:
+            raise UserError(
+                f"{self.name}: features have shape {tuple(features_shape)}; "
+                "expected (batch, features) with a known feature size."
+            )
+        gates = _GATES[self.cell] * self.units
+        self.kernel = self.add_weight(
+            name="kernel",
+            shape=(features_shape[-1], gates),
+            initializer=self.kernel_initializer,
+        )
+        self.recurrent_kernel = self.add_weight(
+            name="recurrent_kernel",
+            shape=(self.units, gates),
+            initializer=self.recurrent_initializer,
+        )
+        if self.cell == "lstm":
+            # Keras's unit forget bias: the forget gate starts open.
+            def bias_initializer(shape, dtype=None):
+                return ops.concatenate(
+                    [ops.zeros((self.units,)), ops.ones((self.units,)),
+                     ops.zeros((2 * self.units,))]
+                )
+
+            self.bias = self.add_weight(
+                name="bias", shape=(gates,), initializer=bias_initializer
+            )
+        else:
+            self.bias = self.add_weight(name="bias", shape=(gates,), initializer="zeros")
+            self.recurrent_bias = self.add_weight(
+                name="recurrent_bias", shape=(gates,), initializer="zeros"
+            )
+        self.transform_kernel = self.add_weight(
+            name="transform_kernel",
+            shape=(self.units, 6),
+            initializer="zeros",
+            autocast=False,
+        )
+        self.transform_bias = self.add_weight(
+            name="transform_bias",
+            shape=(6,),
+            initializer=keras.initializers.Constant(IDENTITY_TRANSFORM),
+            autocast=False,
+        )
+
+    def _lstm_step(self, projected_input, state):
+        hidden, carry = state
+        z = projected_input + ops.matmul(hidden, self.recurrent_kernel)
+        i, f, g, o = ops.split(z, 4, axis=-1)
+        carry = ops.sigmoid(f) * carry + ops.sigmoid(i) * ops.tanh(g)
+        hidden = ops.sigmoid(o) * ops.tanh(carry)
+        return hidden, (hidden, carry)
+
+    def _gru_step(self, projected_input, state):
+        (hidden,) = state
+        recurrent = ops.matmul(hidden, self.recurrent_kernel) + self.recurrent_bias
+        x_z, x_r, x_h = ops.split(projected_input, 3, axis=-1)
+        h_z, h_r, h_h = ops.split(recurrent, 3, axis=-1)
+        update = ops.sigmoid(x_z + h_z)
+        reset = ops.sigmoid(x_r + h_r)
+        candidate = ops.tanh(x_h + reset * h_h)
+        hidden = update * hidden + (1.0 - update) * candidate
+        return hidden, (hidden,)
+
+    def call(self, features):
+        projected = ops.matmul(features, self.kernel) + self.bias
+        zeros = ops.zeros_like(projected[:, : self.units])
+        if self.cell == "lstm":
+            step, state = self._lstm_step, (zeros, zeros)
+        else:
+            step, state = self._gru_step, (zeros,)
+        hiddens = []
+        for _ in range(self.steps):
+            hidden, state = step(projected, state)
+            hiddens.append(hidden)
+        hiddens = ops.cast(ops.stack(hiddens, axis=1), "float32")
+        # The transform head runs in float32: a bfloat16 translation would be
+        # quantised to ~0.4 pixel on a 100-pixel canvas.
+        return ops.matmul(hiddens, self.transform_kernel) + self.transform_bias
+
+    def compute_output_shape(self, features_shape):
+        return (features_shape[0], self.steps, 6)
+
+    def compute_output_spec(self, features):
+        return keras.KerasTensor(
+            self.compute_output_shape(features.shape), dtype="float32"
+        )
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            units=self.units,
+            steps=self.steps,
+            cell=self.cell,
+            kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
+            recurrent_initializer=keras.initializers.serialize(
+                self.recurrent_initializer
+            ),
+        )
+        return config

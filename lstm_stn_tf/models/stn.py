@@ -1,0 +1,216 @@
+"""The protocol's four models (shared/protocol.md, "Models").
+
+All convolutions are 3 x 3, valid padding, ReLU; pools are 2 x 2. Every model
+maps an image `(batch, H, W, 1)` in [0, 1] to per-digit class probabilities
+`(batch, n_digits, 10)`. Models with a transformer also have a layer named
+`transforms` whose output is `(batch, steps, 2, 3)` and one named `glimpses`;
+`attention_model` exposes them.
+"""
+
+import keras
+from keras import layers
+
+from lstm_stn_tf.errors import UserError
+from lstm_stn_tf.layers import (
+    IDENTITY_TRANSFORM,
+    AffineGridGenerator,
+    BilinearInterpolation,
+    FoldedTimeDistributed,
+    LSTMLocalizer,
+)
+from lstm_stn_tf.models.registry import register_model
+
+N_CLASSES = 10
+
+
+def _conv_stack_size(size, pool_first):
+    """Spatial size after [pool] conv pool conv pool conv (3 x 3 valid, 2 x 2)."""
+    stages = ["pool", "conv", "pool", "conv", "pool", "conv"]
+    for stage in stages if pool_first else stages[1:]:
+        size = size // 2 if stage == "pool" else size - 2
+        if size < 1:
+            return 0
+    return size
+
+
+def _check_sizes(image_size, n_digits, glimpse_size=None):
+    image_size = _pair("image_size", image_size)
+    if not isinstance(n_digits, int) or n_digits < 1:
+        raise UserError(f"n_digits={n_digits!r}: expected a positive integer.")
+    if _conv_stack_size(min(image_size), pool_first=True) < 1:
+        raise UserError(
+            f"image_size={image_size} is too small for the localisation network "
+            "(pool, 3 conv + pool stages); expected at least 30 x 30."
+        )
+    if glimpse_size is None:
+        return image_size, None
+    glimpse_size = _pair("glimpse_size", glimpse_size)
+    if glimpse_size[0] > image_size[0] or glimpse_size[1] > image_size[1]:
+        raise UserError(
+            f"glimpse_size={glimpse_size} is larger than image_size={image_size}; "
+            "a glimpse must fit in the canvas."
+        )
+    if _conv_stack_size(min(glimpse_size), pool_first=False) < 1:
+        raise UserError(
+            f"glimpse_size={glimpse_size} is too small for the classifier "
+            "(3 conv stages, 2 pools); expected at least 14 x 14."
+        )
+    return image_size, glimpse_size
+
+
+def _pair(name, value):
+    if isinstance(value, int):
+        value = (value, value)
+    if (
+        not isinstance(value, (list, tuple))
+        or len(value) != 2
+        or not all(isinstance(v, int) and v > 0 for v in value)
+    ):
+        raise UserError(f"{name}={value!r}: expected a positive int or (height, width).")
+    return tuple(value)
+
+
+def _conv(filters, name):
+    return layers.Conv2D(filters, 3, activation="relu", name=name)
+
+
+def localisation_features(image, filters=20):
+    """pool, conv, pool, conv, pool, conv, flatten: 1620 features at 100 x 100."""
+    x = layers.MaxPooling2D(2, name="loc_pool1")(image)
+    x = _conv(filters, "loc_conv1")(x)
+    x = layers.MaxPooling2D(2, name="loc_pool2")(x)
+    x = _conv(filters, "loc_conv2")(x)
+    x = layers.MaxPooling2D(2, name="loc_pool3")(x)
+    x = _conv(filters, "loc_conv3")(x)
+    return layers.Flatten(name="loc_flatten")(x)
+
+
+def classifier_trunk(filters, units, name):
+    """conv, pool, conv, pool, conv, flatten, dense (ReLU)."""
+    return keras.Sequential(
+        [
+            _conv(filters, "conv1"),
+            layers.MaxPooling2D(2, name="pool1"),
+            _conv(filters, "conv2"),
+            layers.MaxPooling2D(2, name="pool2"),
+            _conv(filters, "conv3"),
+            layers.Flatten(name="flatten"),
+            layers.Dense(units, activation="relu", name="dense"),
+        ],
+        name=name,
+    )
+
+
+def _softmax_head(name):
+    # float32 under mixed precision: the loss needs accurate probabilities.
+    return layers.Dense(N_CLASSES, activation="softmax", dtype="float32", name=name)
+
+
+def _image_input(image_size):
+    return keras.Input(shape=image_size + (1,), name="image")
+
+
+@register_model
+def lstm_stn(
+    image_size=(100, 100),
+    n_digits=3,
+    glimpse_size=(33, 33),
+    units=256,
+    cell="lstm",
+    localisation_filters=20,
+    classifier_filters=32,
+    classifier_units=400,
+    name="lstm_stn",
+):
+    """LSTM-STN (Feng, Chen & Sun 2019): one glimpse per digit, top-down."""
+    image_size, glimpse_size = _check_sizes(image_size, n_digits, glimpse_size)
+    image = _image_input(image_size)
+    features = localisation_features(image, localisation_filters)
+    theta = LSTMLocalizer(units, steps=n_digits, cell=cell, name="localizer")(features)
+    transforms = layers.Reshape((n_digits, 2, 3), name="transforms")(theta)
+    grid = AffineGridGenerator(glimpse_size, name="grid")(transforms)
+    glimpses = BilinearInterpolation(name="glimpses")([image, grid])
+    classifier = keras.Sequential(
+        [
+            classifier_trunk(classifier_filters, classifier_units, "glimpse_features"),
+            _softmax_head("digit"),
+        ],
+        name="glimpse_classifier",
+    )
+    probabilities = FoldedTimeDistributed(classifier, name="probabilities")(glimpses)
+    return keras.Model(image, probabilities, name=name)
+
+
+@register_model
+def gru_stn(**overrides):
+    """RNN-SPN (Sønderby et al. 2015): LSTM-STN with a GRU."""
+    overrides.setdefault("name", "gru_stn")
+    return lstm_stn(cell="gru", **overrides)
+
+
+def _three_heads(features, n_digits):
+    heads = [_softmax_head(f"digit_{i}")(features) for i in range(n_digits)]
+    heads = [layers.Reshape((1, N_CLASSES), name=f"digit_{i}_step")(h) for i, h in enumerate(heads)]
+    if n_digits == 1:
+        return layers.Identity(name="probabilities")(heads[0])
+    return layers.Concatenate(axis=1, name="probabilities")(heads)
+
+
+@register_model
+def cnn_stn(
+    image_size=(100, 100),
+    n_digits=3,
+    glimpse_size=(50, 50),
+    localisation_filters=20,
+    localisation_units=200,
+    classifier_filters=96,
+    classifier_units=400,
+    name="cnn_stn",
+):
+    """CNN + one spatial transformer (FFN-SPN): one glimpse for all digits."""
+    image_size, glimpse_size = _check_sizes(image_size, n_digits, glimpse_size)
+    image = _image_input(image_size)
+    features = localisation_features(image, localisation_filters)
+    hidden = layers.Dense(localisation_units, activation="relu", name="loc_dense")(features)
+    theta = layers.Dense(
+        6,
+        kernel_initializer="zeros",
+        bias_initializer=keras.initializers.Constant(IDENTITY_TRANSFORM),
+        dtype="float32",
+        name="localizer",
+    )(hidden)
+    transforms = layers.Reshape((1, 2, 3), name="transforms")(theta)
+    grid = AffineGridGenerator(glimpse_size, name="grid")(transforms)
+    glimpses = BilinearInterpolation(name="glimpses")([image, grid])
+    glimpse = layers.Reshape(glimpse_size + (1,), name="glimpse")(glimpses)
+    features = classifier_trunk(classifier_filters, classifier_units, "classifier")(glimpse)
+    return keras.Model(image, _three_heads(features, n_digits), name=name)
+
+
+@register_model
+def cnn(
+    image_size=(100, 100),
+    n_digits=3,
+    classifier_filters=96,
+    classifier_units=400,
+    name="cnn",
+):
+    """The FFN-SPN classifier on the whole image, no transformer."""
+    image_size, _ = _check_sizes(image_size, n_digits)
+    image = _image_input(image_size)
+    features = classifier_trunk(classifier_filters, classifier_units, "classifier")(image)
+    return keras.Model(image, _three_heads(features, n_digits), name=name)
+
+
+def attention_model(model):
+    """A model with named outputs `probabilities`, `transforms` and `glimpses`.
+
+    `transforms` is `(batch, steps, 2, 3)`; for a model without a transformer
+    (`cnn`) only `probabilities` is returned.
+    """
+    outputs = {"probabilities": model.output}
+    names = {layer.name for layer in model.layers}
+    for name in ("transforms", "glimpses"):
+        if name in names:
+            outputs[name] = model.get_layer(name).output
+    return keras.Model(model.input, outputs, name=f"{model.name}_attention")
