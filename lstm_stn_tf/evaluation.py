@@ -1,0 +1,87 @@
+"""Test errors of a trained model: single-digit, sequence, confusion matrix."""
+
+import json
+import pathlib
+
+import keras
+import numpy as np
+
+from lstm_stn_tf.data import make_input
+from lstm_stn_tf.errors import UserError
+from lstm_stn_tf.paths import atomic_path
+
+
+def load_model(path):
+    """Loads a `.keras` file, or the `best.keras` of a run directory."""
+    path = pathlib.Path(path).expanduser()
+    if path.is_dir():
+        if not (path / "best.keras").exists():
+            raise UserError(f"{path}: no best.keras in this folder; expected a run directory.")
+        path = path / "best.keras"
+    elif not path.exists():
+        raise UserError(f"{path}: no such file or run directory.")
+    elif path.suffix != ".keras":
+        raise UserError(f"{path}: expected a .keras file or a run directory.")
+    try:
+        return keras.saving.load_model(path)
+    except Exception as error:  # Keras raises many types for a damaged file
+        raise UserError(f"{path}: not a readable Keras model ({type(error).__name__}: {error}).") from None
+
+
+def save_inference_model(model, path):
+    """Saves `model`'s architecture and weights, without optimizer state, atomically."""
+    clean = keras.Model.from_config(model.get_config())
+    clean.set_weights(model.get_weights())
+    with atomic_path(path) as temporary:
+        clean.save(temporary)
+
+
+def predict_probabilities(model, images, batch_size=500):
+    """Class probabilities `(N, n_digits, 10)` for uint8 images `(N, H, W)`."""
+    return model.predict(make_input(images, batch_size=batch_size), verbose=0)
+
+
+def error_metrics(probabilities, labels):
+    """Single-digit error, sequence error and the confusion matrix (true x predicted)."""
+    predicted = np.argmax(probabilities, axis=-1)
+    labels = np.asarray(labels)
+    if predicted.shape != labels.shape:
+        raise UserError(
+            f"predictions have shape {predicted.shape} but labels {labels.shape}; "
+            "the model and the data disagree on the number of digits."
+        )
+    wrong = predicted != labels
+    confusion = np.zeros((10, 10), np.int64)
+    np.add.at(confusion, (labels.ravel(), predicted.ravel()), 1)
+    return {
+        "single_digit_error": float(wrong.mean()),
+        "sequence_error": float(wrong.any(axis=1).mean()),
+        "n_images": int(labels.shape[0]),
+        "n_digits": int(labels.size),
+        "confusion_matrix": confusion.tolist(),
+    }
+
+
+def evaluate_model(model, images, labels, batch_size=500):
+    return error_metrics(predict_probabilities(model, images, batch_size), labels)
+
+
+def format_metrics(metrics):
+    """A short plain-text table."""
+    lines = [
+        f"images                {metrics['n_images']:>8}",
+        f"digits                {metrics['n_digits']:>8}",
+        f"single-digit error    {100 * metrics['single_digit_error']:>7.2f} %",
+        f"sequence error        {100 * metrics['sequence_error']:>7.2f} %",
+        "",
+        "confusion (rows: true digit, columns: predicted)",
+        "      " + "".join(f"{d:>6}" for d in range(10)),
+    ]
+    for digit, row in enumerate(metrics["confusion_matrix"]):
+        lines.append(f"{digit:>6}" + "".join(f"{count:>6}" for count in row))
+    return "\n".join(lines)
+
+
+def write_json(metrics, path):
+    with atomic_path(path) as temporary:
+        temporary.write_text(json.dumps(metrics, indent=2))

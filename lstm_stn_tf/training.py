@@ -1,0 +1,320 @@
+"""The protocol's training recipe (shared/protocol.md, "Training").
+
+RMSprop 5e-4, batch 100; gradients clipped element-wise to [-1, 1] then to a
+global norm of 5; after epoch 30 the learning rate is divided by 1.5 every 10
+epochs; early stopping on validation accuracy with patience 50; the
+best-validation model is kept. A run directory holds `config.json`,
+`history.csv`, `best.keras`, `best.json`, `metrics.json`, TensorBoard `logs/`
+and, while it runs, a `backup/` that `--resume` continues from.
+"""
+
+import dataclasses
+import json
+import math
+import pathlib
+import platform
+import sys
+import time
+
+import keras
+from keras import ops
+
+from lstm_stn_tf.data import ClutterSpec, load_splits, make_input
+from lstm_stn_tf.errors import UserError
+from lstm_stn_tf.evaluation import evaluate_model, save_inference_model
+from lstm_stn_tf.models import build_model
+from lstm_stn_tf.paths import atomic_path
+
+
+@keras.saving.register_keras_serializable(package="lstm_stn_tf")
+class ClippedRMSprop(keras.optimizers.RMSprop):
+    """RMSprop that clips each gradient element-wise, then by global norm.
+
+    Keras optimizers accept only one of `clipvalue` and `global_clipnorm`;
+    the protocol applies both, in this order.
+    """
+
+    def __init__(self, clip_value=1.0, clip_global_norm=5.0, **kwargs):
+        super().__init__(**kwargs)
+        self.clip_value = clip_value
+        self.clip_global_norm = clip_global_norm
+
+    def _clip_gradients(self, grads):
+        grads = [None if g is None else ops.clip(g, -self.clip_value, self.clip_value) for g in grads]
+        present = [g for g in grads if g is not None]
+        norm = ops.sqrt(sum(ops.sum(ops.square(g)) for g in present))
+        scale = ops.minimum(1.0, self.clip_global_norm / ops.maximum(norm, 1e-12))
+        return [None if g is None else g * ops.cast(scale, g.dtype) for g in grads]
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(clip_value=self.clip_value, clip_global_norm=self.clip_global_norm)
+        return config
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Everything that defines a run; saved as `config.json` in the run dir."""
+
+    model: str = "lstm_stn"
+    model_options: dict = dataclasses.field(default_factory=dict)
+    seed: int = 0
+    data_seed: int = 0
+    epochs: int = 300
+    patience: int = 50
+    batch_size: int = 100
+    learning_rate: float = 5e-4
+    decay_start: int = 30
+    decay_every: int = 10
+    decay_factor: float = 1.5
+    clip_value: float = 1.0
+    clip_global_norm: float = 5.0
+    train_size: int = 60_000
+    valid_size: int = 10_000
+    test_size: int = 10_000
+    spec: dict = dataclasses.field(default_factory=lambda: ClutterSpec().key())
+    mnist_path: str = None
+
+    def __post_init__(self):
+        for name in ("epochs", "batch_size", "train_size", "valid_size", "test_size", "patience"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise UserError(f"{name}={value!r}: expected a positive integer.")
+        if not self.learning_rate > 0:
+            raise UserError(f"learning_rate={self.learning_rate!r}: expected a positive number.")
+        self.spec = ClutterSpec(**self.spec).key()
+
+    @property
+    def clutter_spec(self):
+        return ClutterSpec(**self.spec)
+
+    def build_model(self):
+        spec = self.clutter_spec
+        return build_model(
+            self.model,
+            image_size=(spec.canvas_size, spec.canvas_size),
+            n_digits=spec.n_digits,
+            **self.model_options,
+        )
+
+    def learning_rate_at(self, epoch):
+        """The protocol's step decay; `epoch` counts from 0."""
+        if epoch < self.decay_start:
+            return self.learning_rate
+        return self.learning_rate / self.decay_factor ** ((epoch - self.decay_start) // self.decay_every + 1)
+
+    def sizes(self):
+        return {"train": self.train_size, "valid": self.valid_size, "test": self.test_size}
+
+
+def compile_model(model, config):
+    model.compile(
+        optimizer=ClippedRMSprop(
+            learning_rate=config.learning_rate,
+            clip_value=config.clip_value,
+            clip_global_norm=config.clip_global_norm,
+        ),
+        loss=keras.losses.SparseCategoricalCrossentropy(),
+        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+    )
+    return model
+
+
+class BestModelKeeper(keras.callbacks.Callback):
+    """Keeps the best-validation model, stops early, and stops on NaN.
+
+    Its state lives in `best.json`, written with `best.keras`, so a resumed
+    run continues the same early-stopping count.
+    """
+
+    def __init__(self, run_dir, patience, resumed_epochs=0):
+        super().__init__()
+        self.run_dir = pathlib.Path(run_dir)
+        self.patience = patience
+        self.best = json.loads((self.run_dir / "best.json").read_text()) if (
+            self.run_dir / "best.json"
+        ).exists() else {"epoch": -1, "val_accuracy": -math.inf}
+        self.wait = max(0, resumed_epochs - 1 - self.best["epoch"])
+        self.nan_seen = False
+        self.nan_epoch = None
+        self._epoch_start = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_start = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            self.nan_seen = True
+            self.model.stop_training = True
+
+    def on_epoch_end(self, epoch, logs):
+        logs["epoch_seconds"] = time.perf_counter() - self._epoch_start
+        logs["learning_rate"] = float(ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        if self.nan_seen:
+            self.nan_epoch = epoch
+            return
+        accuracy = logs.get("val_accuracy")
+        if accuracy is None:
+            raise UserError("no validation accuracy: training needs validation data.")
+        if accuracy > self.best["val_accuracy"]:
+            self.best = {"epoch": epoch, "val_accuracy": float(accuracy),
+                         "val_loss": float(logs.get("val_loss", math.nan))}
+            save_inference_model(self.model, self.run_dir / "best.keras")
+            with atomic_path(self.run_dir / "best.json") as temporary:
+                temporary.write_text(json.dumps(self.best, indent=2))
+            self.wait = 0
+        else:
+            self.wait += 1
+            if self.wait >= self.patience:
+                print(f"\nEarly stopping: validation accuracy has not improved for "
+                      f"{self.patience} epochs (best epoch {self.best['epoch'] + 1}).")
+                self.model.stop_training = True
+
+
+def _backup_epochs(backup_dir):
+    metadata = backup_dir / "training_metadata.json"
+    return json.loads(metadata.read_text())["epoch"] if metadata.exists() else 0
+
+
+def _truncate_history(history, epochs):
+    """Drops rows of epochs the backup does not hold (they will run again)."""
+    if not history.exists():
+        return
+    lines = history.read_text().splitlines(keepends=True)
+    kept = lines[:1] + [line for line in lines[1:] if int(line.split(",")[0]) < epochs]
+    with atomic_path(history) as temporary:
+        temporary.write_text("".join(kept))
+
+
+def machine_description():
+    import os
+
+    backend = keras.backend.backend()
+    devices = "CPU"
+    if backend == "jax":
+        import jax
+
+        devices = ", ".join(sorted({d.device_kind for d in jax.devices()}))
+    elif backend == "tensorflow":
+        import tensorflow as tf
+
+        gpus = tf.config.list_physical_devices("GPU")
+        devices = f"{len(gpus)} GPU" if gpus else "CPU"
+    return {
+        "device": devices,
+        "cpu_count": os.cpu_count(),
+        "processor": platform.processor() or platform.machine(),
+        "backend": backend,
+        "keras": keras.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def train(config, run_dir, resume=False, verbose=None, command=None):
+    """Runs (or resumes) the recipe in `run_dir`; returns the test metrics.
+
+    Args:
+        config: a `TrainConfig` (ignored when resuming: the run's is used).
+        run_dir: the run directory.
+        resume: continue a run from its last finished epoch.
+        verbose: passed to `model.fit`; default: a progress bar on a
+            terminal, one line per epoch otherwise (logs, CI).
+        command: the command line recorded in `metrics.json`.
+    """
+    run_dir = pathlib.Path(run_dir)
+    if verbose is None:
+        verbose = 1 if sys.stdout.isatty() else 2
+    config_path = run_dir / "config.json"
+    if resume:
+        if not config_path.exists():
+            raise UserError(f"{run_dir}: not a run directory (no config.json); nothing to resume.")
+        config = TrainConfig(**json.loads(config_path.read_text()))
+    elif config_path.exists():
+        raise UserError(
+            f"{run_dir} already holds a run; use --resume {run_dir} to continue it, "
+            "or choose another --run-dir."
+        )
+    splits = load_splits(config.sizes(), config.data_seed, config.clutter_spec, config.mnist_path)
+    keras.utils.set_random_seed(config.seed)
+    model = compile_model(config.build_model(), config)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not resume:
+        with atomic_path(config_path) as temporary:
+            temporary.write_text(json.dumps(dataclasses.asdict(config), indent=2))
+
+    backup_dir = run_dir / "backup"
+    done = _backup_epochs(backup_dir)
+    history = run_dir / "history.csv"
+    _truncate_history(history, done)
+    keeper = BestModelKeeper(run_dir, config.patience, resumed_epochs=done)
+    if done and keeper.wait >= config.patience or done >= config.epochs:
+        print(f"{run_dir}: training had already finished after {done} epochs.")
+    else:
+        callbacks = [
+            keeper,
+            keras.callbacks.LearningRateScheduler(config.learning_rate_at),
+            keras.callbacks.CSVLogger(str(history), append=True),
+            keras.callbacks.TensorBoard(str(run_dir / "logs")),
+            keras.callbacks.BackupAndRestore(str(backup_dir), double_checkpoint=True),
+        ]
+        train_images, train_labels = splits["train"]
+        valid_images, valid_labels = splits["valid"]
+        model.fit(
+            make_input(train_images, train_labels, config.batch_size, shuffle=True, seed=config.seed),
+            validation_data=make_input(valid_images, valid_labels, batch_size=500),
+            epochs=config.epochs,
+            shuffle=False,  # the pipeline shuffles
+            callbacks=callbacks,
+            verbose=verbose,
+        )
+        if keeper.nan_epoch is not None:
+            # The backup holds the NaN weights: resuming from it is pointless.
+            _remove_tree(backup_dir)
+            print(
+                f"\nThe loss became NaN in epoch {keeper.nan_epoch + 1}; training stopped. "
+                f"The best model (epoch {keeper.best['epoch'] + 1}) is kept in {run_dir / 'best.keras'}.",
+                file=sys.stderr,
+            )
+            if keeper.best["epoch"] < 0:
+                raise UserError("the loss became NaN before any epoch finished; no model was kept.")
+    return write_metrics(run_dir, config, splits["test"], command)
+
+
+def _remove_tree(path):
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _history_rows(history):
+    import csv
+
+    if not history.exists():
+        return []
+    with open(history) as handle:
+        return list(csv.DictReader(handle))
+
+
+def write_metrics(run_dir, config, test_split, command=None):
+    """Evaluates `best.keras` on the test split and writes `metrics.json`."""
+    run_dir = pathlib.Path(run_dir)
+    model = keras.saving.load_model(run_dir / "best.keras")
+    metrics = evaluate_model(model, *test_split)
+    rows = _history_rows(run_dir / "history.csv")
+    best = json.loads((run_dir / "best.json").read_text())
+    seconds = [float(row["epoch_seconds"]) for row in rows if row.get("epoch_seconds")]
+    metrics.update(
+        model=config.model,
+        seed=config.seed,
+        best_epoch=best["epoch"] + 1,
+        best_val_accuracy=best["val_accuracy"],
+        epochs_run=len(rows),
+        train_seconds=sum(seconds),
+        seconds_per_epoch=sorted(seconds)[len(seconds) // 2] if seconds else None,
+        machine=machine_description(),
+        command=command,
+    )
+    with atomic_path(run_dir / "metrics.json") as temporary:
+        temporary.write_text(json.dumps(metrics, indent=2))
+    return metrics
