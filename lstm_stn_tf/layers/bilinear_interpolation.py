@@ -1,7 +1,24 @@
 import keras
+import numpy as np
 from keras import ops
 
 from lstm_stn_tf.errors import UserError
+
+
+def _pixel_coordinate(normalised, size):
+    """[-1, 1] -> [0, size - 1], landing exactly on pixel centres.
+
+    float32 rounding leaves a pixel-centre coordinate up to 0.25 ulp(size)
+    off the integer, which would mix in a neighbour by ~1e-6. Values that
+    close to an integer are snapped onto it; the gradient passes straight
+    through.
+    """
+    half = 0.5 * (size - 1)
+    pixel = normalised * half + half
+    nearest = ops.round(pixel)
+    tolerance = float(np.finfo(np.float32).eps) * max(size - 1, 1)
+    snap = ops.where(ops.abs(nearest - pixel) <= tolerance, nearest - pixel, 0.0)
+    return pixel + ops.stop_gradient(snap)
 
 
 @keras.saving.register_keras_serializable(package="lstm_stn_tf")
@@ -58,9 +75,8 @@ class BilinearInterpolation(keras.layers.Layer):
         padded_height, padded_width = height + 2, width + 2
         flat_image = ops.reshape(padded, (-1, channels))
 
-        # Pixel coordinates in the padded image.
-        x = (grid[..., 0] + 1.0) * (0.5 * (width - 1)) + 1.0
-        y = (grid[..., 1] + 1.0) * (0.5 * (height - 1)) + 1.0
+        x = _pixel_coordinate(grid[..., 0], width)
+        y = _pixel_coordinate(grid[..., 1], height)
         x0 = ops.floor(x)
         y0 = ops.floor(y)
         wx1 = x - x0
@@ -72,10 +88,11 @@ class BilinearInterpolation(keras.layers.Layer):
         def index(coordinate, limit):
             return ops.cast(ops.clip(coordinate, 0.0, limit), "int32")
 
-        x0i = index(x0, padded_width - 1)
-        x1i = index(x0 + 1.0, padded_width - 1)
-        y0i = index(y0, padded_height - 1)
-        y1i = index(y0 + 1.0, padded_height - 1)
+        # Indices in the padded image.
+        x0i = index(x0 + 1.0, padded_width - 1)
+        x1i = index(x0 + 2.0, padded_width - 1)
+        y0i = index(y0 + 1.0, padded_height - 1)
+        y1i = index(y0 + 2.0, padded_height - 1)
 
         base_shape = (-1,) + (1,) * (len(grid_shape) - 2)
         base = ops.reshape(

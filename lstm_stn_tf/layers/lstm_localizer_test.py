@@ -1,0 +1,60 @@
+import keras
+import numpy as np
+import pytest
+
+from lstm_stn_tf.errors import UserError
+from lstm_stn_tf.layers import IDENTITY_TRANSFORM, LSTMLocalizer
+from lstm_stn_tf.layers.layer_test_case import run_layer_test
+
+FEATURES = np.random.default_rng(0).random((4, 12), dtype="float32")
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_layer_behaviour(cell):
+    run_layer_test(LSTMLocalizer, {"units": 8, "steps": 3, "cell": cell}, FEATURES, (4, 3, 6))
+
+
+def test_starts_at_the_identity():
+    theta = np.asarray(LSTMLocalizer(units=8, steps=3)(FEATURES))
+    np.testing.assert_array_equal(theta, np.broadcast_to(IDENTITY_TRANSFORM, (4, 3, 6)))
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_matches_keras_recurrent_layer_fed_the_same_vector(cell):
+    localizer = LSTMLocalizer(units=5, steps=3, cell=cell)
+    localizer(FEATURES)
+    reference = (
+        keras.layers.LSTM(5, return_sequences=True, unit_forget_bias=False)
+        if cell == "lstm"
+        else keras.layers.GRU(5, return_sequences=True, reset_after=True)
+    )
+    repeated = np.repeat(FEATURES[:, None], 3, axis=1)
+    reference(repeated)
+    weights = [localizer.kernel, localizer.recurrent_kernel, localizer.bias]
+    if cell == "gru":
+        weights = [localizer.kernel, localizer.recurrent_kernel,
+                   np.stack([np.asarray(localizer.bias), np.asarray(localizer.recurrent_bias)])]
+        localizer.recurrent_bias.assign(np.random.default_rng(1).normal(size=15))
+        weights[2] = np.stack([np.asarray(localizer.bias), np.asarray(localizer.recurrent_bias)])
+    reference.set_weights([np.asarray(w) for w in weights])
+    projection = np.random.default_rng(2).normal(size=(5, 6)).astype("float32")
+    localizer.transform_kernel.assign(projection)
+    hidden = np.asarray(reference(repeated))
+    expected = hidden @ projection + np.array(IDENTITY_TRANSFORM)
+    np.testing.assert_allclose(np.asarray(localizer(FEATURES)), expected, atol=1e-5)
+
+
+def test_output_is_float32_under_mixed_precision():
+    layer = LSTMLocalizer(units=8, steps=2, dtype="mixed_bfloat16")
+    assert keras.backend.standardize_dtype(layer(FEATURES).dtype) == "float32"
+
+
+@pytest.mark.parametrize("kwargs, match", [({"units": 0}, "units"), ({"steps": -1}, "steps"), ({"cell": "rnn"}, "cell")])
+def test_bad_arguments(kwargs, match):
+    with pytest.raises(UserError, match=match):
+        LSTMLocalizer(**kwargs)
+
+
+def test_bad_feature_shape():
+    with pytest.raises(UserError, match="expected \\(batch, features\\)"):
+        LSTMLocalizer()(np.zeros((2, 3, 4), "float32"))
