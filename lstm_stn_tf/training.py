@@ -243,6 +243,9 @@ def train(config, run_dir, resume=False, verbose=None, command=None):
         with atomic_path(config_path) as temporary:
             temporary.write_text(json.dumps(dataclasses.asdict(config), indent=2))
 
+    if resume and (run_dir / "metrics.json").exists():
+        print(f"{run_dir}: this run has finished; its metrics are in metrics.json.")
+        return json.loads((run_dir / "metrics.json").read_text())
     backup_dir = run_dir / "backup"
     done = _backup_epochs(backup_dir)
     history = run_dir / "history.csv"

@@ -84,8 +84,11 @@ class BilinearInterpolation(keras.layers.Layer):
         wx0 = 1.0 - wx1
         wy0 = 1.0 - wy1
 
-        # Clipping in float before the cast keeps huge coordinates safe.
+        # Clipping in float before the cast keeps huge coordinates safe; a
+        # NaN coordinate (a diverged transform) reads the zero frame instead
+        # of an undefined index, so the NaN shows in the loss, not as a crash.
         def index(coordinate, limit):
+            coordinate = ops.where(ops.isnan(coordinate), 0.0, coordinate)
             return ops.cast(ops.clip(coordinate, 0.0, limit), "int32")
 
         # Indices in the padded image.

@@ -127,7 +127,7 @@ def lstm_stn(
     image = _image_input(image_size)
     features = localisation_features(image, localisation_filters)
     theta = LSTMLocalizer(units, steps=n_digits, cell=cell, name="localizer")(features)
-    transforms = layers.Reshape((n_digits, 2, 3), name="transforms")(theta)
+    transforms = layers.Reshape((n_digits, 2, 3), dtype="float32", name="transforms")(theta)
     grid = AffineGridGenerator(glimpse_size, name="grid")(transforms)
     glimpses = BilinearInterpolation(name="glimpses")([image, grid])
     classifier = keras.Sequential(
@@ -179,7 +179,7 @@ def cnn_stn(
         dtype="float32",
         name="localizer",
     )(hidden)
-    transforms = layers.Reshape((1, 2, 3), name="transforms")(theta)
+    transforms = layers.Reshape((1, 2, 3), dtype="float32", name="transforms")(theta)
     grid = AffineGridGenerator(glimpse_size, name="grid")(transforms)
     glimpses = BilinearInterpolation(name="glimpses")([image, grid])
     glimpse = layers.Reshape(glimpse_size + (1,), name="glimpse")(glimpses)

@@ -1,0 +1,80 @@
+import keras
+import numpy as np
+import pytest
+
+from lstm_stn_tf import UserError, attention_model, build_model, list_models
+
+# Pinned so that an accidental change to an architecture is noticed.
+PARAMETERS = {
+    "lstm_stn": 2_159_056,
+    "gru_stn": 1_679_312,
+    "cnn_stn": 3_622_716,
+    "cnn": 17_113_870,
+}
+STEPS = {"lstm_stn": 3, "gru_stn": 3, "cnn_stn": 1}
+
+
+def test_registry_lists_every_model():
+    assert list_models() == sorted(PARAMETERS)
+
+
+@pytest.mark.parametrize("name", sorted(PARAMETERS))
+def test_model(name):
+    model = build_model(name)
+    print(f"{name}: {model.count_params():,} parameters")
+    assert model.count_params() == PARAMETERS[name]
+    rng = np.random.default_rng(0)
+    images = rng.random((8, 100, 100, 1), dtype="float32")
+    labels = rng.integers(0, 10, (8, 3))
+    probabilities = np.asarray(model(images))
+    assert probabilities.shape == (8, 3, 10)
+    np.testing.assert_allclose(probabilities.sum(-1), 1.0, atol=1e-5)
+
+    outputs = attention_model(model)(images)
+    if name in STEPS:
+        assert tuple(outputs["transforms"].shape) == (8, STEPS[name], 2, 3)
+        # Every transformer starts at the identity.
+        np.testing.assert_allclose(np.asarray(outputs["transforms"])[..., :, :2], np.broadcast_to(np.eye(2), (8, STEPS[name], 2, 2)))
+    else:
+        assert set(outputs) == {"probabilities"}
+
+    model.compile(optimizer=keras.optimizers.RMSprop(5e-4), loss="sparse_categorical_crossentropy")
+    losses = [model.train_on_batch(images, labels) for _ in range(6)]
+    assert np.all(np.isfinite(losses))
+    assert losses[-1] < losses[0]
+
+
+def test_saved_model_gives_identical_outputs(tmp_path):
+    model = build_model("lstm_stn", image_size=(60, 60), n_digits=2, glimpse_size=(20, 20))
+    model.get_layer("localizer").transform_kernel.assign(np.random.default_rng(0).normal(0, 0.01, (256, 6)))
+    images = np.random.default_rng(1).random((4, 60, 60, 1), dtype="float32")
+    model.save(tmp_path / "model.keras")
+    loaded = keras.saving.load_model(tmp_path / "model.keras")
+    np.testing.assert_array_equal(np.asarray(loaded(images)), np.asarray(model(images)))
+
+
+def test_mixed_precision_model():
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        model = build_model("lstm_stn")
+        outputs = attention_model(model)(np.random.default_rng(0).random((2, 100, 100, 1), dtype="float32"))
+    finally:
+        keras.config.set_dtype_policy("float32")
+    assert keras.backend.standardize_dtype(outputs["probabilities"].dtype) == "float32"
+    assert keras.backend.standardize_dtype(outputs["transforms"].dtype) == "float32"
+    assert np.all(np.isfinite(np.asarray(outputs["probabilities"])))
+
+
+@pytest.mark.parametrize(
+    "name, overrides, match",
+    [
+        ("lstm_stm", {}, "unknown model 'lstm_stm'.*Did you mean 'lstm_stn'"),
+        ("lstm_stn", {"glimpse_size": (120, 120)}, "larger than image_size"),
+        ("lstm_stn", {"n_digits": 0}, "n_digits"),
+        ("cnn", {"image_size": (20, 20)}, "too small"),
+        ("cnn", {"units": 3}, "does not take"),
+    ],
+)
+def test_bad_model_requests(name, overrides, match):
+    with pytest.raises(UserError, match=match):
+        build_model(name, **overrides)
