@@ -13,6 +13,9 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 DEMO_EPOCHS = 3
+# Modules that add subcommands: each has `add_commands(subparsers)`, and its
+# handlers take the parsed `args` (raising `UserError` for user mistakes).
+COMMAND_MODULES = ()
 
 
 def _command_line():
@@ -170,6 +173,11 @@ def build_parser():
     demo = commands.add_parser("demo", help="the main job: data, a short training, evaluation")
     _train_arguments(demo, demo=True)
     demo.set_defaults(handler=cmd_demo)
+
+    import importlib
+
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).add_commands(commands)
     return parser
 
 
