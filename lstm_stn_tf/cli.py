@@ -67,28 +67,28 @@ def _train_arguments(parser, demo=False):
     _add_data_arguments(parser)
 
 
-def _config_from(args, model="lstm_stn"):
+def _config_from(args):
     from lstm_stn_tf.training import TrainConfig
 
-    spec = {}
-    if hasattr(args, "n_digits"):
-        spec = dict(n_digits=args.n_digits, canvas_size=args.canvas_size,
-                    n_clutter=args.n_clutter, clutter_size=args.clutter_size)
-    from lstm_stn_tf.data import ClutterSpec
-
+    options = {}
+    if not args.demo:
+        options = dict(
+            model=args.model,
+            model_options=dict(args.option),
+            patience=args.patience,
+            spec=dict(n_digits=args.n_digits, canvas_size=args.canvas_size,
+                      n_clutter=args.n_clutter, clutter_size=args.clutter_size),
+        )
     return TrainConfig(
-        model=getattr(args, "model", model),
-        model_options=dict(getattr(args, "option", [])),
         seed=args.seed,
         data_seed=args.data_seed,
         epochs=args.epochs,
-        patience=getattr(args, "patience", TrainConfig.patience),
         batch_size=args.batch_size,
         train_size=args.train_size,
         valid_size=args.valid_size,
         test_size=args.test_size,
-        spec=ClutterSpec(**spec).key(),
         mnist_path=args.mnist,
+        **options,
     )
 
 
@@ -102,16 +102,13 @@ def _print_metrics(metrics, run_dir=None):
 
 
 def cmd_train(args):
-    from lstm_stn_tf.models import build_model
     from lstm_stn_tf.training import train
 
     if args.resume:
         run_dir, config = args.resume, None
     else:
         config = _config_from(args)
-        # Fail on a bad model name or option before any data is generated.
-        spec = config.clutter_spec
-        build_model(config.model, image_size=(spec.canvas_size,) * 2, n_digits=spec.n_digits, **config.model_options)
+        config.build_model()  # a bad model name or option fails before any data is made
         run_dir = args.run_dir or _default_run_dir(config.model, config.seed)
     print(f"Run directory: {run_dir}")
     metrics = train(config, run_dir, resume=bool(args.resume), command=_command_line())
@@ -119,28 +116,19 @@ def cmd_train(args):
 
 
 def cmd_evaluate(args):
-    import json
     import pathlib
 
-    from lstm_stn_tf.data import ClutterSpec, load_split
-    from lstm_stn_tf.data.mnist import load_mnist
-    from lstm_stn_tf.evaluation import evaluate_model, load_model, write_json
+    from lstm_stn_tf.evaluation import evaluate_model, load_model, model_split, write_json
 
     model = load_model(args.model)
-    source = pathlib.Path(args.model)
-    if (source / "config.json").exists():
-        config = json.loads((source / "config.json").read_text())
-        spec, data_seed = ClutterSpec(**config["spec"]), config["data_seed"]
-        mnist_path = args.mnist or config.get("mnist_path")
-    else:
-        canvas, n_digits = model.input.shape[1], model.output.shape[1]
-        spec, data_seed, mnist_path = ClutterSpec(n_digits=n_digits, canvas_size=canvas), args.data_seed, args.mnist
-    images, labels = load_split(args.split, args.size, data_seed, spec, mnist=lambda: load_mnist(mnist_path))
+    images, labels = model_split(args.model, model, args.split, args.size, args.data_seed, args.mnist)
     metrics = evaluate_model(model, images, labels)
     metrics.update(model=str(args.model), split=args.split, command=_command_line())
-    out = args.out or (os.path.join(args.model, f"evaluation-{args.split}.json") if source.is_dir() else f"{source.stem}-{args.split}.json")
+    source = pathlib.Path(args.model)
+    default_out = source / f"evaluation-{args.split}.json" if source.is_dir() else source.with_name(f"{source.stem}-{args.split}.json")
+    out = args.out or default_out
     write_json(metrics, out)
-    _print_metrics(metrics, None)
+    _print_metrics(metrics)
     print(f"\nWritten to {out}")
 
 
@@ -160,7 +148,7 @@ def build_parser():
 
     train = commands.add_parser("train", help="train a model on the protocol (resumable)")
     _train_arguments(train)
-    train.set_defaults(handler=cmd_train)
+    train.set_defaults(handler=cmd_train, demo=False)
 
     evaluate = commands.add_parser("evaluate", help="test errors of a run directory or .keras file")
     evaluate.add_argument("model", help="a run directory or a .keras file")
@@ -172,7 +160,7 @@ def build_parser():
 
     demo = commands.add_parser("demo", help="the main job: data, a short training, evaluation")
     _train_arguments(demo, demo=True)
-    demo.set_defaults(handler=cmd_demo)
+    demo.set_defaults(handler=cmd_demo, demo=True)
 
     import importlib
 

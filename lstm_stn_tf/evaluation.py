@@ -28,6 +28,24 @@ def load_model(path):
         raise UserError(f"{path}: not a readable Keras model ({type(error).__name__}: {error}).") from None
 
 
+def model_split(source, model, split="test", size=None, data_seed=0, mnist_path=None):
+    """The cluttered split a model is judged on: `(images, labels)`.
+
+    For a run directory, the data settings of its `config.json`; for a bare
+    `.keras` file, the protocol's with the model's canvas and digit count.
+    """
+    from lstm_stn_tf.data import ClutterSpec, load_mnist, load_split
+
+    config_path = pathlib.Path(source) / "config.json"
+    if config_path.exists():
+        config = json.loads(config_path.read_text())
+        spec, data_seed = ClutterSpec(**config["spec"]), config["data_seed"]
+        mnist_path = mnist_path or config.get("mnist_path")
+    else:
+        spec = ClutterSpec(n_digits=model.output.shape[1], canvas_size=model.input.shape[1])
+    return load_split(split, size, data_seed, spec, mnist=lambda: load_mnist(mnist_path))
+
+
 def save_inference_model(model, path):
     """Saves `model`'s architecture and weights, without optimizer state, atomically."""
     clean = keras.Model.from_config(model.get_config())
