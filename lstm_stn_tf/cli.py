@@ -142,6 +142,13 @@ def cmd_demo(args):
     _print_metrics(metrics, run_dir)
 
 
+def cmd_reproduce(args):
+    from lstm_stn_tf.reproduce import reproduce
+
+    overrides = {"epochs": args.epochs} if args.epochs else {}
+    print(reproduce(args.models, args.seeds, args.runs_dir, args.results_dir, _command_line(), **overrides))
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="lstm-stn", description="LSTM spatial transformer networks on cluttered MNIST sequences.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -161,6 +168,14 @@ def build_parser():
     demo = commands.add_parser("demo", help="the main job: data, a short training, evaluation")
     _train_arguments(demo, demo=True)
     demo.set_defaults(handler=cmd_demo, demo=True)
+
+    reproduce = commands.add_parser("reproduce", help="the protocol for several models and seeds, and the results table")
+    reproduce.add_argument("--models", nargs="+", default=["lstm_stn", "cnn_stn", "gru_stn", "cnn"])
+    reproduce.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    reproduce.add_argument("--epochs", type=int, help="cap on epochs (default: the protocol's 300); recorded in the table")
+    reproduce.add_argument("--runs-dir", default="runs/reproduce")
+    reproduce.add_argument("--results-dir", default="results")
+    reproduce.set_defaults(handler=cmd_reproduce)
 
     import importlib
 

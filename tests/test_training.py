@@ -122,3 +122,16 @@ def test_command_line_entry_point_has_no_traceback(tmp_path):
     )
     assert result.returncode == 2
     assert "no such file or run directory" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_reproduce_writes_results_and_table(tmp_path, capsys):
+    from lstm_stn_tf.reproduce import reproduce
+
+    table = reproduce(["lstm_stn"], [0, 1], tmp_path / "runs", tmp_path / "results", command="test",
+                      **{k: v for k, v in TINY.items() if k != "model"})
+    assert sorted(p.name for p in (tmp_path / "results").iterdir()) == [
+        "RESULTS.md", "lstm_stn-seed0.json", "lstm_stn-seed1.json"]
+    result = json.loads((tmp_path / "results" / "lstm_stn-seed0.json").read_text())
+    assert result["epochs_run"] == 3 and result["command"] == "test"
+    summary = next(line for line in table.splitlines() if line.startswith("| lstm_stn |"))
+    assert "epochs=3" in summary and "| 2 |" in summary and "±" in summary
