@@ -1,0 +1,53 @@
+"""The layers and models also run on JAX (the backend used on GPUs)."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+pytest.importorskip("jax")
+
+SCRIPT = textwrap.dedent(
+    """
+    import keras
+    import numpy as np
+
+    assert keras.backend.backend() == "jax"
+    from lstm_stn_tf import attention_model, build_model
+    from lstm_stn_tf.data import make_input
+    from lstm_stn_tf.layers import AffineGridGenerator, BilinearInterpolation
+    from lstm_stn_tf.training import ClippedRMSprop
+
+    rng = np.random.default_rng(0)
+    image = rng.random((2, 30, 30, 1), dtype="float32")
+    identity = np.array([[1, 0, 0, 0, 1, 0]] * 2, "float32")
+    sampled = BilinearInterpolation()([image, AffineGridGenerator((30, 30))(identity)])
+    assert np.max(np.abs(np.asarray(sampled) - image)) < 1e-6
+
+    model = build_model("lstm_stn", image_size=(60, 60), n_digits=1, glimpse_size=(20, 20), units=16)
+    model.compile(ClippedRMSprop(learning_rate=5e-4), "sparse_categorical_crossentropy")
+    images = rng.integers(0, 256, (40, 60, 60), dtype=np.uint8)
+    labels = rng.integers(0, 10, (40, 1))
+    batches = make_input(images, labels, batch_size=20, shuffle=True, seed=0)
+    assert type(batches).__name__ == "SequenceBatches"
+    history = model.fit(batches, epochs=2, verbose=0)
+    assert np.all(np.isfinite(history.history["loss"]))
+    model.save_weights("{weights}")
+    outputs = attention_model(model)(images[:2, :, :, None] / 255.0)
+    assert outputs["transforms"].shape == (2, 1, 2, 3)
+    print("jax ok")
+    """
+)
+
+
+def test_jax_backend_trains_and_saves(tmp_path):
+    weights = tmp_path / "model.weights.h5"
+    env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu")
+    result = subprocess.run(
+        [sys.executable, "-c", SCRIPT.format(weights=weights)], capture_output=True, text=True, env=env, timeout=600
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "jax ok" in result.stdout
+    assert weights.stat().st_size > 0
