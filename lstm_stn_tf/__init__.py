@@ -17,6 +17,7 @@ _ATTRIBUTES = {
     "models": "lstm_stn_tf.models",
     "training": "lstm_stn_tf.training",
     "evaluation": "lstm_stn_tf.evaluation",
+    "visualize": "lstm_stn_tf.visualize",
     "build_model": "lstm_stn_tf.models",
     "list_models": "lstm_stn_tf.models",
     "attention_model": "lstm_stn_tf.models",

@@ -21,7 +21,7 @@ from matplotlib import colors as mcolors
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Polygon
-from matplotlib.ticker import FuncFormatter
+from matplotlib.ticker import LogFormatter
 
 from lstm_stn_tf.errors import UserError
 from lstm_stn_tf.paths import atomic_path
@@ -308,7 +308,9 @@ def plot_history(run_dir, out, dpi=100):
             ax.set_xlim(epochs[0], epochs[-1])
     # Errors fall by orders of magnitude; a log axis keeps the late epochs readable.
     error_ax.set_yscale("log")
-    error_ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    # Plain numbers (20, 30, 60) rather than 2 x 10^1; minor ticks labelled where there is room.
+    error_ax.yaxis.set_major_formatter(LogFormatter(labelOnlyBase=False))
+    error_ax.yaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(1.5, 0.5)))
     if "val_accuracy" in history:
         best = int(np.nanargmax(history["val_accuracy"]))
         for ax in (loss_ax, error_ax):
@@ -347,9 +349,8 @@ def plot_confusion(metrics, out, dpi=100):
     image = ax.imshow(shown, cmap="Blues", norm=norm)
     for (row, column), count in np.ndenumerate(confusion):
         if count:
-            dark = norm(count) > 0.6
             ax.text(column, row, str(count), ha="center", va="center", fontsize=7,
-                    color="white" if dark else ("black" if row == column else MISTAKE_COLOUR))
+                    color="white" if norm(count) > 0.6 else "black")
     ax.set_xticks(range(10))
     ax.set_yticks(range(10))
     ax.set_xlabel("predicted digit")

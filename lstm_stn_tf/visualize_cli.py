@@ -1,10 +1,11 @@
 """The `visualize` and `plot` subcommands of `lstm-stn`."""
 
-import json
 import pathlib
 
 from lstm_stn_tf.cli import _add_data_arguments
 from lstm_stn_tf.errors import UserError
+
+MISTAKE_SEARCH_CHUNK = 500
 
 
 def add_commands(subparsers):
@@ -18,7 +19,7 @@ def add_commands(subparsers):
     visualize.add_argument("--split", default="test", choices=["train", "valid", "test"])
     visualize.add_argument("--start", type=int, default=0, help="index of the first image in the split (default 0)")
     visualize.add_argument("--mistakes", action="store_true", help="show only misread images, from --start on")
-    visualize.add_argument("--size", type=int, help="images in the split (default: the run's, else the protocol's)")
+    visualize.add_argument("--size", type=int, help="images in the split (default: the protocol's)")
     visualize.add_argument("--columns", type=int, default=4, help="images per row (default 4)")
     visualize.add_argument("--out", help="the grid image (default attention.png; not written for --gif alone)")
     visualize.add_argument("--gif", metavar="PATH", help="also animate the first image shown, step by step, as a GIF")
@@ -35,26 +36,6 @@ def add_commands(subparsers):
     plot.set_defaults(handler=cmd_plot)
 
 
-def _split_of(args, model):
-    """The images and labels of `args.split` that the model was (or would be) tested on.
-
-    A run directory's `config.json` gives the data set; a bare `.keras` file
-    gets the default data set at the model's canvas size and digit count.
-    """
-    from lstm_stn_tf.data import ClutterSpec, load_mnist, load_split
-
-    config_path = pathlib.Path(args.model).expanduser() / "config.json"
-    if config_path.exists():
-        config = json.loads(config_path.read_text())
-        spec, data_seed = ClutterSpec(**config["spec"]), config["data_seed"]
-        mnist_path = args.mnist or config.get("mnist_path")
-        size = args.size or config[f"{args.split}_size"]
-    else:
-        spec = ClutterSpec(n_digits=model.output.shape[1], canvas_size=model.input.shape[1])
-        data_seed, mnist_path, size = args.data_seed, args.mnist, args.size
-    return load_split(args.split, size, data_seed, spec, mnist=lambda: load_mnist(mnist_path))
-
-
 def _select(args, model, images, labels):
     """The indices of the images to show."""
     import numpy as np
@@ -65,17 +46,23 @@ def _select(args, model, images, labels):
         raise UserError(f"--start {args.start}: the {args.split} split has only {len(images)} images.")
     if not args.mistakes:
         return np.arange(args.start, min(args.start + args.n, len(images)))
-    rest = slice(args.start, None)
-    wrong = np.any(np.argmax(predict_probabilities(model, images[rest]), -1) != labels[rest], axis=1)
-    indices = args.start + np.flatnonzero(wrong)[: args.n]
-    if not len(indices):
-        raise UserError(f"no misread image among the {len(wrong)} {args.split} images from --start {args.start}.")
-    return indices
+    # Predict in chunks and stop once enough mistakes are found: a good model
+    # needs only a few hundred images, not the whole split.
+    found = []
+    for begin in range(args.start, len(images), MISTAKE_SEARCH_CHUNK):
+        chunk = slice(begin, begin + MISTAKE_SEARCH_CHUNK)
+        wrong = np.any(np.argmax(predict_probabilities(model, images[chunk]), -1) != labels[chunk], axis=1)
+        found.extend(begin + np.flatnonzero(wrong))
+        if len(found) >= args.n:
+            return np.array(found[: args.n])
+    if not found:
+        raise UserError(f"no misread image among {args.split} images {args.start}-{len(images) - 1}.")
+    return np.array(found)
 
 
 def cmd_visualize(args):
     from lstm_stn_tf import visualize
-    from lstm_stn_tf.evaluation import load_model
+    from lstm_stn_tf.evaluation import load_model, model_split
 
     if args.n < 1:
         raise UserError(f"--n {args.n}: expected at least one image.")
@@ -87,7 +74,7 @@ def cmd_visualize(args):
         raise UserError(f"--gif {args.gif}: expected a file name ending in .gif.")
     model = load_model(args.model)
     visualize.check_attention(model)
-    images, labels = _split_of(args, model)
+    images, labels = model_split(args.model, model, args.split, args.size, args.data_seed, args.mnist)
     indices = _select(args, model, images, labels)
     out = args.out or (None if args.gif else "attention.png")
     if out:
