@@ -72,12 +72,24 @@ def check_attention(model):
 
 
 def attention_outputs(model, images, batch_size=100):
-    """`probabilities`, `transforms` and `glimpses` (numpy) for uint8 images `(N, H, W)`."""
-    from lstm_stn_tf.data import make_input
+    """`probabilities`, `transforms` and `glimpses` (numpy) for uint8 images `(N, H, W)`.
+
+    Runs eagerly, batch by batch: figures show few images, and a traced
+    `predict` per call would cost more than it saves.
+    """
+    from keras import ops
+
+    from lstm_stn_tf.data import to_model_input
     from lstm_stn_tf.models import attention_model
 
     check_attention(model)
-    return attention_model(model).predict(make_input(images, batch_size=batch_size), verbose=0)
+    images = np.asarray(images)
+    attention = attention_model(model)
+    batches = [
+        attention(to_model_input(images[start : start + batch_size]), training=False)
+        for start in range(0, len(images), batch_size)
+    ]
+    return {name: np.concatenate([ops.convert_to_numpy(batch[name]) for batch in batches]) for name in batches[0]}
 
 
 def _new_figure(size_inches, dpi):
@@ -111,9 +123,10 @@ def draw_boxes(ax, transforms, image_size, current=None, linewidth=1.5):
     polygons = []
     for step, corners in enumerate(box_corners(transforms, image_size)):
         faint = current is not None and step != current
+        alpha = 0.45 if faint else 1.0
         polygon = Polygon(
             corners, closed=True, fill=False, edgecolor=step_colour(step),
-            linewidth=linewidth * (0.6 if faint else 1.0), alpha=0.45 if faint else 1.0,
+            linewidth=linewidth * (0.6 if faint else 1.0), alpha=alpha,
         )
         ax.add_patch(polygon)
         polygons.append(polygon)
@@ -122,9 +135,8 @@ def draw_boxes(ax, transforms, image_size, current=None, linewidth=1.5):
         y = np.clip(corners[0, 1], 0, image_size[0] - 1)
         ax.text(
             x, y, str(step + 1), color="white", fontsize=7, fontweight="bold",
-            ha="left", va="top", alpha=0.45 if faint else 1.0, clip_on=True,
-            bbox=dict(boxstyle="square,pad=0.1", facecolor=step_colour(step), edgecolor="none",
-                      alpha=0.45 if faint else 1.0),
+            ha="left", va="top", alpha=alpha, clip_on=True,
+            bbox=dict(boxstyle="square,pad=0.1", facecolor=step_colour(step), edgecolor="none", alpha=alpha),
         )
     return polygons
 
