@@ -141,6 +141,14 @@ def cmd_demo(args):
     metrics = train(config, run_dir, command=_command_line())
     _print_metrics(metrics, run_dir)
 
+    from lstm_stn_tf.evaluation import load_model, model_split
+    from lstm_stn_tf.visualize import attention_figure
+
+    model = load_model(run_dir)
+    images, labels = model_split(run_dir, model, size=config.test_size)
+    attention_figure(model, images[:16], labels[:16], args.attention, title=f"LSTM-STN after {config.epochs} epochs: test images 0-15")
+    print(f"Attention boxes and glimpses: {args.attention}")
+
 
 def cmd_reproduce(args):
     from lstm_stn_tf.reproduce import reproduce
@@ -167,6 +175,7 @@ def build_parser():
 
     demo = commands.add_parser("demo", help="the main job: data, a short training, evaluation")
     _train_arguments(demo, demo=True)
+    demo.add_argument("--attention", default="attention.png", help="where the attention picture goes (default attention.png)")
     demo.set_defaults(handler=cmd_demo, demo=True)
 
     reproduce = commands.add_parser("reproduce", help="the protocol for several models and seeds, and the results table")

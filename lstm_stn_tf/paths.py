@@ -31,6 +31,10 @@ def atomic_path(path):
     temporary = pathlib.Path(temporary)
     try:
         yield temporary
+        # mkstemp makes the file private (0600); give it the user's usual mode.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)

@@ -135,3 +135,14 @@ def test_reproduce_writes_results_and_table(tmp_path, capsys):
     assert result["epochs_run"] == 3 and result["command"] == "test"
     summary = next(line for line in table.splitlines() if line.startswith("| lstm_stn |"))
     assert "epochs=3" in summary and "| 2 |" in summary and "±" in summary
+
+
+def test_demo_command_trains_evaluates_and_draws(tmp_path, capsys):
+    picture = tmp_path / "attention.png"
+    argv = ["demo", "--epochs", "1", "--train-size", "200", "--valid-size", "100", "--test-size", "100",
+            "--run-dir", str(tmp_path / "demo"), "--attention", str(picture)]
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "single-digit error" in out and str(picture) in out
+    assert (tmp_path / "demo" / "metrics.json").exists()
+    assert picture.stat().st_size > 10_000
