@@ -60,15 +60,9 @@ def cpu_peak_flops():
     return os.cpu_count() * FLOPS_PER_CYCLE * mhz * 1e6, mhz
 
 
-def build(model_name, policy, steps_per_execution):
-    keras.config.set_dtype_policy(policy)
-    try:
-        model = compile_model(build_model(model_name), TrainConfig())
-    finally:
-        keras.config.set_dtype_policy("float32")
-    model.compile(optimizer=model.optimizer, loss=model.loss, metrics=None,
-                  steps_per_execution=steps_per_execution)
-    return model
+def build(model_name, precision, steps_per_execution):
+    config = TrainConfig(model=model_name, precision=precision, steps_per_execution=steps_per_execution)
+    return compile_model(config.build_model(), config)
 
 
 def main():

@@ -52,6 +52,9 @@ class ClippedRMSprop(keras.optimizers.RMSprop):
         return config
 
 
+PRECISIONS = ("float32", "mixed_bfloat16")
+
+
 @dataclasses.dataclass
 class TrainConfig:
     """Everything that defines a run; saved as `config.json` in the run dir."""
@@ -74,9 +77,16 @@ class TrainConfig:
     test_size: int = 10_000
     spec: dict = dataclasses.field(default_factory=lambda: ClutterSpec().key())
     mnist_path: str = None
+    # Speed options (not in the protocol): "mixed_bfloat16" computes the CNNs
+    # and the LSTM in bfloat16 (the sampler's coordinates and the transforms
+    # stay float32); steps_per_execution runs several batches per call.
+    precision: str = "float32"
+    steps_per_execution: int = 1
 
     def __post_init__(self):
-        for name in ("epochs", "batch_size", "train_size", "valid_size", "test_size", "patience"):
+        if self.precision not in PRECISIONS:
+            raise UserError(f"precision={self.precision!r}: expected one of {', '.join(PRECISIONS)}.")
+        for name in ("epochs", "batch_size", "train_size", "valid_size", "test_size", "patience", "steps_per_execution"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise UserError(f"{name}={value!r}: expected a positive integer.")
@@ -90,12 +100,17 @@ class TrainConfig:
 
     def build_model(self):
         spec = self.clutter_spec
-        return build_model(
-            self.model,
-            image_size=(spec.canvas_size, spec.canvas_size),
-            n_digits=spec.n_digits,
-            **self.model_options,
-        )
+        previous = keras.config.dtype_policy()
+        keras.config.set_dtype_policy(self.precision)
+        try:
+            return build_model(
+                self.model,
+                image_size=(spec.canvas_size, spec.canvas_size),
+                n_digits=spec.n_digits,
+                **self.model_options,
+            )
+        finally:
+            keras.config.set_dtype_policy(previous)
 
     def learning_rate_at(self, epoch):
         """The protocol's step decay; `epoch` counts from 0."""
@@ -116,6 +131,7 @@ def compile_model(model, config):
         ),
         loss=keras.losses.SparseCategoricalCrossentropy(),
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+        steps_per_execution=config.steps_per_execution,
     )
     return model
 

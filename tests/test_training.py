@@ -146,3 +146,14 @@ def test_demo_command_trains_evaluates_and_draws(tmp_path, capsys):
     assert "single-digit error" in out and str(picture) in out
     assert (tmp_path / "demo" / "metrics.json").exists()
     assert picture.stat().st_size > 10_000
+
+
+def test_bfloat16_fast_path_trains(tmp_path):
+    config = TrainConfig(**dict(TINY, epochs=1, precision="mixed_bfloat16", steps_per_execution=2))
+    metrics = train(config, tmp_path / "run", verbose=0)
+    assert np.isfinite(metrics["single_digit_error"])
+    import keras
+
+    model = keras.saving.load_model(tmp_path / "run" / "best.keras")
+    assert model.get_layer("loc_conv1").dtype_policy.name == "mixed_bfloat16"
+    assert model.get_layer("glimpses").dtype_policy.name == "float32"
