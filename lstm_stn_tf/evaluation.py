@@ -6,6 +6,7 @@ import pathlib
 import keras
 import numpy as np
 
+from lstm_stn_tf import layers as _custom_layers  # noqa: F401  (registers them for loading)
 from lstm_stn_tf.data import make_input
 from lstm_stn_tf.errors import UserError
 from lstm_stn_tf.paths import atomic_path
