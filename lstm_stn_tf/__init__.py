@@ -23,6 +23,7 @@ _ATTRIBUTES = {
     "attention_model": "lstm_stn_tf.models",
     "load_model": "lstm_stn_tf.evaluation",
     "UserError": "lstm_stn_tf.errors",
+    "Predictor": "lstm_stn_tf.predictor",
 }
 
 __all__ = sorted(_ATTRIBUTES)

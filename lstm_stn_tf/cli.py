@@ -15,7 +15,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 DEMO_EPOCHS = 8  # about 10 minutes on 2 CPU cores
 # Modules that add subcommands: each has `add_commands(subparsers)`, and its
 # handlers take the parsed `args` (raising `UserError` for user mistakes).
-COMMAND_MODULES = ("lstm_stn_tf.visualize_cli",)
+COMMAND_MODULES = ("lstm_stn_tf.visualize_cli", "lstm_stn_tf.export_cli")
 
 
 def _command_line():

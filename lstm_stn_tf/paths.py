@@ -3,7 +3,10 @@
 import contextlib
 import os
 import pathlib
+import shutil
 import tempfile
+
+from lstm_stn_tf.errors import UserError
 
 
 def cache_dir():
@@ -13,6 +16,61 @@ def cache_dir():
         return pathlib.Path(explicit).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or pathlib.Path.home() / ".cache"
     return pathlib.Path(base).expanduser() / "lstm_stn_tf"
+
+
+def shipped_models_dir():
+    """The repository's `export/` folder: one `lstm-stn export` folder per shipped model."""
+    return pathlib.Path(__file__).resolve().parent.parent / "export"
+
+
+def model_source(text):
+    """The path a model argument names: a path as given, or for a bare name
+    (`lstm_stn`) the shipped `export/<name>/model.keras`."""
+    path = pathlib.Path(text).expanduser()
+    if path.exists() or path.suffix or len(path.parts) > 1:
+        return path
+    shipped = shipped_models_dir() / text / "model.keras"
+    if not shipped.exists():
+        raise UserError(
+            f"{text}: no such file or folder, and no shipped model of that name "
+            f"({shipped} does not exist); pass a .keras file, a run directory, "
+            "an export folder, a SavedModel folder or a .tflite file."
+        )
+    return shipped
+
+
+def _umask():
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
+@contextlib.contextmanager
+def atomic_directory(path):
+    """Yields a temporary folder beside `path`; on success it replaces `path`.
+
+    A crash or an exception leaves `path` as it was. The caller decides
+    whether an existing `path` may be replaced.
+    """
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = pathlib.Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        yield temporary
+        os.chmod(temporary, 0o777 & ~_umask())  # mkdtemp makes it private (0700)
+        if path.exists():
+            previous = temporary.with_name(temporary.name + ".previous")
+            os.replace(path, previous)
+            try:
+                os.replace(temporary, path)
+            except OSError:
+                os.replace(previous, path)
+                raise
+            shutil.rmtree(previous)
+        else:
+            os.replace(temporary, path)
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -32,9 +90,7 @@ def atomic_path(path):
     try:
         yield temporary
         # mkstemp makes the file private (0600); give it the user's usual mode.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temporary, 0o666 & ~umask)
+        os.chmod(temporary, 0o666 & ~_umask())
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)

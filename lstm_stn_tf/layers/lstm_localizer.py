@@ -4,6 +4,7 @@ from keras import ops
 from lstm_stn_tf.errors import UserError
 
 IDENTITY_TRANSFORM = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
+TRANSFORM_HEAD_SCOPE = "transform_head"
 _GATES = {"lstm": 4, "gru": 3}
 
 
@@ -133,10 +134,12 @@ class LSTMLocalizer(keras.layers.Layer):
         for _ in range(self.steps):
             hidden, state = step(projected, state)
             hiddens.append(hidden)
-        hiddens = ops.cast(ops.stack(hiddens, axis=1), "float32")
         # The transform head runs in float32: a bfloat16 translation would be
-        # quantised to ~0.4 pixel on a 100-pixel canvas.
-        return ops.matmul(hiddens, self.transform_kernel) + self.transform_bias
+        # quantised to ~0.4 pixel on a 100-pixel canvas. Its name scope lets
+        # the int8 export keep it in float for the same reason.
+        with keras.name_scope(TRANSFORM_HEAD_SCOPE):
+            hiddens = ops.cast(ops.stack(hiddens, axis=1), "float32")
+            return ops.matmul(hiddens, self.transform_kernel) + self.transform_bias
 
     def compute_output_shape(self, features_shape):
         return (features_shape[0], self.steps, 6)

@@ -1,0 +1,81 @@
+"""The `export` and `predict` subcommands of `lstm-stn`."""
+
+import json
+import sys
+
+from lstm_stn_tf.cli import _add_data_arguments, _command_line
+from lstm_stn_tf.errors import UserError
+
+DEFAULT_MODEL = "lstm_stn"
+
+
+def add_commands(subparsers):
+    export = subparsers.add_parser(
+        "export", help="SavedModel, TFLite float32 and int8 files for serving",
+        description="Writes OUT/model.keras, OUT/saved_model/, OUT/model.tflite (float32, builtin ops), "
+        "OUT/model_int8.tflite (int8, calibrated on train images) and OUT/export.json (sizes, "
+        "parity with Keras, test errors). Each takes `image` and returns `digits`, `probabilities` "
+        "and `transforms` by name.",
+    )
+    export.add_argument("model", help="a .keras file, a run directory or a shipped model's name")
+    export.add_argument("--out", required=True, metavar="DIR", help="the export folder (an earlier export there is replaced)")
+    export.add_argument("--eval-size", type=int, help="test images for the errors of the TFLite models (default: all 10,000)")
+    _add_data_arguments(export)
+    export.set_defaults(handler=cmd_export)
+
+    predict = subparsers.add_parser(
+        "predict", help="read the digits in image files",
+        description="Prints the digits of each file. Images of another size are letterboxed to the "
+        "model's, colour is made grey; a file that cannot be read is reported and the others are "
+        "still read (exit status 2 if any failed).",
+    )
+    predict.add_argument("files", nargs="+", metavar="FILE", help="PNG, JPEG or .npy (uint8, or float in [0, 1]) images")
+    predict.add_argument("--model", default=DEFAULT_MODEL, metavar="NAME_OR_PATH",
+                         help=f"a shipped model's name, .keras file, run directory, export folder, SavedModel "
+                         f"folder or .tflite file (default {DEFAULT_MODEL})")
+    predict.add_argument("--json", action="store_true", help="print a JSON list, one object per file")
+    predict.set_defaults(handler=cmd_predict)
+
+
+def cmd_export(args):
+    from lstm_stn_tf import exporting
+
+    if args.eval_size is not None and args.eval_size < 1:
+        raise UserError(f"--eval-size {args.eval_size}: expected at least one image.")
+    report = exporting.export(args.model, args.out, args.eval_size, data_seed=args.data_seed,
+                              mnist_path=args.mnist, command=_command_line())
+    print(exporting.format_report(report, args.out))
+
+
+def cmd_predict(args):
+    import numpy as np
+
+    from lstm_stn_tf.predictor import Predictor, read_image
+
+    predictor = Predictor(args.model)
+    results, images = [], []
+    for file in args.files:
+        try:
+            image, note = read_image(file, predictor.image_size)
+        except UserError as error:
+            print(f"lstm-stn: error: {error}", file=sys.stderr)
+            results.append({"file": file, "error": str(error)})
+            continue
+        if note:
+            print(f"lstm-stn: warning: {file}: {note}.", file=sys.stderr)
+        results.append({"file": file})
+        images.append(image)
+    read = [result for result in results if "error" not in result]
+    if images:
+        digits, probabilities, _ = predictor.predict(np.stack(images))
+        for result, row, row_probabilities in zip(read, digits, probabilities):
+            result["digits"] = row.tolist()
+            result["confidence"] = [round(float(p), 4) for p in row_probabilities.max(axis=-1)]
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        for result in read:
+            print(f"{result['file']}: {''.join(map(str, result['digits']))}")
+    failed = len(results) - len(read)
+    if failed:
+        raise UserError(f"{failed} of {len(results)} files could not be read.")

@@ -1,0 +1,159 @@
+import json
+import shutil
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from ai_edge_litert.interpreter import Interpreter
+
+from lstm_stn_tf import build_model, cli, exporting
+from lstm_stn_tf.evaluation import model_split
+
+CANVAS, N_DIGITS = 60, 2
+SIGNATURE = "serving_default"
+
+
+def small_model(name):
+    """A small untrained model whose transforms vary with the image."""
+    options = dict(image_size=(CANVAS, CANVAS), n_digits=N_DIGITS, classifier_filters=8, classifier_units=16)
+    if name != "cnn":
+        options.update(glimpse_size=(20, 20), localisation_filters=4)
+    if name == "lstm_stn":
+        options.update(units=16)
+    model = build_model(name, **options)
+    # Untrained, every step would read the whole image (a zero transform
+    # kernel); a random one moves the sampling points off the pixel grid.
+    rng = np.random.default_rng(0)
+    if name == "lstm_stn":
+        kernel = model.get_layer("localizer").transform_kernel
+        kernel.assign(rng.normal(0, 0.1, kernel.shape).astype("float32"))
+    elif name == "cnn_stn":
+        kernel = model.get_layer("localizer").kernel
+        kernel.assign(rng.normal(0, 0.02, kernel.shape).astype("float32"))
+    return model
+
+
+def export_small(name, tmp_path):
+    model = small_model(name)
+    source = tmp_path / f"{name}.keras"
+    model.save(source)
+    out = tmp_path / f"{name}-export"
+    assert cli.main(["export", str(source), "--out", str(out), "--eval-size", "20"]) == 0
+    return model, source, out
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    return export_small("lstm_stn", tmp_path_factory.mktemp("export"))
+
+
+@pytest.fixture(scope="module")
+def test_images(exported):
+    model, source, _ = exported
+    images, _ = model_split(source, model, "test", 20)
+    return (images / np.float32(255))[..., None]
+
+
+def test_saved_model_matches_keras_by_name(exported, test_images):
+    model, _, out = exported
+    reference = model.predict(test_images, verbose=0)
+    signature = tf.saved_model.load(str(out / "saved_model")).signatures[SIGNATURE]
+    (image,) = signature.structured_input_signature[1].values()
+    assert (image.name, image.shape.as_list(), image.dtype) == ("image", [None, CANVAS, CANVAS, 1], tf.float32)
+
+    outputs = {name: value.numpy() for name, value in signature(image=tf.constant(test_images)).items()}
+    assert set(outputs) == {"digits", "probabilities", "transforms"}
+    assert np.abs(outputs["probabilities"] - reference).max() < 1e-5
+    assert outputs["digits"].dtype == np.int32
+    np.testing.assert_array_equal(outputs["digits"], reference.argmax(-1))
+    assert outputs["transforms"].shape == (len(test_images), N_DIGITS, 2, 3)
+    assert outputs["transforms"].std(axis=0).min() > 1e-3  # the transforms differ between images
+
+
+@pytest.mark.parametrize("batch", [1, 7])
+def test_float_tflite_matches_keras_by_name_at_any_batch_size(exported, test_images, batch):
+    model, _, out = exported
+    images = test_images[:batch]
+    reference = model.predict(images, verbose=0)
+    runner = Interpreter(model_path=str(out / "model.tflite")).get_signature_runner(SIGNATURE)
+    assert list(runner.get_input_details()["image"]["shape_signature"]) == [-1, CANVAS, CANVAS, 1]
+
+    outputs = runner(image=images)
+    assert set(outputs) == {"digits", "probabilities", "transforms"}
+    assert np.abs(outputs["probabilities"] - reference).max() < 1e-4
+    assert outputs["digits"].dtype == np.int32 and outputs["digits"].shape == (batch, N_DIGITS)
+    assert outputs["transforms"].shape == (batch, N_DIGITS, 2, 3)
+
+
+def test_float_tflite_has_builtin_operators_only(exported):
+    model_content = (exported[2] / "model.tflite").read_bytes()
+    operators = exporting.tflite_operators(model_content)
+    assert "GATHER" in operators and "CONV_2D" in operators
+    assert not [op for op in operators if op.startswith("Flex") or op == "CUSTOM"]
+    # The plain LiteRT runtime has no Flex delegate: a Flex op would fail here.
+    Interpreter(model_content=model_content).allocate_tensors()
+
+
+def test_int8_model_quantises_all_but_the_sampling_coordinates(exported, test_images):
+    model, _, out = exported
+    interpreter = Interpreter(model_path=str(out / "model_int8.tflite"))
+    outputs = interpreter.get_signature_runner(SIGNATURE)(image=test_images)
+    assert set(outputs) == {"digits", "probabilities", "transforms"}
+    assert np.abs(outputs["probabilities"] - model.predict(test_images, verbose=0)).max() < 0.05
+
+    dtypes = {t["name"].split(";")[0]: t["dtype"] for t in interpreter.get_tensor_details()}
+    assert {dtypes[name] for name in dtypes if "conv" in name} == {np.int8}
+    coordinates = [name for name in dtypes if "/glimpses" in name or "/grid" in name or "/transform_head/" in name]
+    assert coordinates and np.int8 not in {dtypes[name] for name in coordinates}
+    assert (out / "model_int8.tflite").stat().st_size < (out / "model.tflite").stat().st_size
+
+
+def test_export_json_records_sizes_parity_and_errors(exported):
+    _, source, out = exported
+    report = json.loads((out / "export.json").read_text())
+    assert report["file_bytes"]["model.tflite"] == (out / "model.tflite").stat().st_size
+    assert set(report["file_bytes"]) == {"model.keras", "saved_model", "model.tflite", "model_int8.tflite"}
+    parity = report["parity_max_abs_diff"]
+    assert parity["saved_model_vs_keras"]["probabilities"] < 1e-5
+    assert parity["tflite_fp32_vs_keras"]["probabilities"] < 1e-4
+    assert report["test_error"]["n_images"] == 20
+    assert 0 <= report["test_error"]["tflite_int8"]["single_digit_error"] <= 1
+    assert report["image_shape"] == [None, CANVAS, CANVAS, 1]
+    assert "export" in report["command"] and report["model"] == str(source)
+
+
+def test_model_without_transformer_exports_without_transforms(tmp_path):
+    _, _, out = export_small("cnn", tmp_path)
+    signature = tf.saved_model.load(str(out / "saved_model")).signatures[SIGNATURE]
+    assert set(signature.structured_outputs) == {"digits", "probabilities"}
+    runner = Interpreter(model_path=str(out / "model.tflite")).get_signature_runner(SIGNATURE)
+    assert set(runner.get_output_details()) == {"digits", "probabilities"}
+
+
+def test_unknown_shipped_model_is_a_clear_error(tmp_path, capsys):
+    assert cli.main(["export", "no_such_model", "--out", str(tmp_path / "out")]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("lstm-stn: error: no_such_model:") and "export/no_such_model/model.keras" in error
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_folder_that_is_not_an_export_is_left_alone(exported, tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("mine")
+    assert cli.main(["export", str(exported[1]), "--out", str(tmp_path)]) == 2
+    assert "not an earlier export" in capsys.readouterr().err
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+
+
+def test_a_failed_export_leaves_the_earlier_one_whole(exported, tmp_path, monkeypatch):
+    out = tmp_path / "export"
+    shutil.copytree(exported[2], out)
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+
+    def fail(*args):
+        raise RuntimeError("conversion failed")
+
+    monkeypatch.setattr(exporting, "convert_int8", fail)
+    with pytest.raises(RuntimeError, match="conversion failed"):
+        exporting.export(exported[1], out, eval_size=20)
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert [p.name for p in tmp_path.iterdir()] == ["export"]  # no temporary folder left
