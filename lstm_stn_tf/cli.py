@@ -146,8 +146,15 @@ def cmd_demo(args):
     metrics = train(config, run_dir, command=_command_line())
     _print_metrics(metrics, run_dir)
 
+    from lstm_stn_tf import exporting
     from lstm_stn_tf.evaluation import load_model, model_split
     from lstm_stn_tf.visualize import attention_figure
+
+    out = os.path.join(run_dir, "export")
+    report = exporting.export(run_dir, out, eval_size=config.test_size, data_seed=config.data_seed,
+                              mnist_path=config.mnist_path, command=_command_line())
+    print()
+    print(exporting.format_report(report, out))
 
     model = load_model(run_dir)
     images, labels = model_split(run_dir, model, size=config.test_size)
@@ -178,7 +185,7 @@ def build_parser():
     _add_data_arguments(evaluate)
     evaluate.set_defaults(handler=cmd_evaluate)
 
-    demo = commands.add_parser("demo", help="the main job: data, a short training, evaluation")
+    demo = commands.add_parser("demo", help="the main job: data, a short training, evaluation, export, a picture")
     _train_arguments(demo, demo=True)
     demo.add_argument("--attention", default="attention.png", help="where the attention picture goes (default attention.png)")
     demo.set_defaults(handler=cmd_demo, demo=True)

@@ -145,6 +145,7 @@ def test_demo_command_trains_evaluates_and_draws(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "single-digit error" in out and str(picture) in out
     assert (tmp_path / "demo" / "metrics.json").exists()
+    assert (tmp_path / "demo" / "export" / "model.tflite").exists()
     assert picture.stat().st_size > 10_000
 
 
