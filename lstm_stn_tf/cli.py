@@ -18,8 +18,11 @@ DEMO_EPOCHS = 8  # about 10 minutes on 2 CPU cores
 COMMAND_MODULES = ("lstm_stn_tf.visualize_cli", "lstm_stn_tf.export_cli")
 
 
+_arguments = []  # the arguments of the running `main`, for the records runs keep
+
+
 def _command_line():
-    return shlex.join(["lstm-stn"] + sys.argv[1:])
+    return shlex.join(["lstm-stn"] + _arguments)
 
 
 def _default_run_dir(model, seed):
@@ -207,7 +210,8 @@ def build_parser():
 
 def main(argv=None):
     parser = build_parser()
-    args = parser.parse_args(argv)
+    _arguments[:] = sys.argv[1:] if argv is None else list(argv)
+    args = parser.parse_args(_arguments)
     from lstm_stn_tf.errors import UserError
 
     try:
