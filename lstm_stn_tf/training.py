@@ -8,11 +8,14 @@ best-validation model is kept. A run directory holds `config.json`,
 and, while it runs, a `backup/` that `--resume` continues from.
 """
 
+import csv
 import dataclasses
 import json
 import math
+import os
 import pathlib
 import platform
+import shutil
 import sys
 import time
 
@@ -204,8 +207,6 @@ def _truncate_history(history, epochs):
 
 
 def machine_description():
-    import os
-
     backend = keras.backend.backend()
     devices = "CPU"
     if backend == "jax":
@@ -289,7 +290,7 @@ def train(config, run_dir, resume=False, verbose=None, command=None):
         )
         if keeper.nan_epoch is not None:
             # The backup holds the NaN weights: resuming from it is pointless.
-            _remove_tree(backup_dir)
+            shutil.rmtree(backup_dir, ignore_errors=True)
             print(
                 f"\nThe loss became NaN in epoch {keeper.nan_epoch + 1}; training stopped. "
                 f"The best model (epoch {keeper.best['epoch'] + 1}) is kept in {run_dir / 'best.keras'}.",
@@ -300,15 +301,7 @@ def train(config, run_dir, resume=False, verbose=None, command=None):
     return write_metrics(run_dir, config, splits["test"], command)
 
 
-def _remove_tree(path):
-    import shutil
-
-    shutil.rmtree(path, ignore_errors=True)
-
-
 def _history_rows(history):
-    import csv
-
     if not history.exists():
         return []
     with open(history) as handle:
