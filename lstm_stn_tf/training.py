@@ -246,6 +246,9 @@ def train(config, run_dir, resume=False, verbose=None, command=None):
     if resume:
         if not config_path.exists():
             raise UserError(f"{run_dir}: not a run directory (no config.json); nothing to resume.")
+        if (run_dir / "metrics.json").exists():
+            print(f"{run_dir}: this run has finished; its metrics are in metrics.json.")
+            return json.loads((run_dir / "metrics.json").read_text())
         config = TrainConfig(**json.loads(config_path.read_text()))
     elif config_path.exists():
         raise UserError(
@@ -260,9 +263,6 @@ def train(config, run_dir, resume=False, verbose=None, command=None):
         with atomic_path(config_path) as temporary:
             temporary.write_text(json.dumps(dataclasses.asdict(config), indent=2))
 
-    if resume and (run_dir / "metrics.json").exists():
-        print(f"{run_dir}: this run has finished; its metrics are in metrics.json.")
-        return json.loads((run_dir / "metrics.json").read_text())
     backup_dir = run_dir / "backup"
     done = _backup_epochs(backup_dir)
     history = run_dir / "history.csv"
