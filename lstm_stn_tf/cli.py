@@ -47,6 +47,20 @@ def _add_data_arguments(parser):
     parser.add_argument("--data-seed", type=int, default=0, help="seed of the generated data set (default 0)")
 
 
+def _add_speed_arguments(parser):
+    """Options that change how fast a run goes (train, demo and reproduce)."""
+    parser.add_argument("--precision", default="float32", choices=["float32", "mixed_bfloat16"],
+                        help="compute precision (default float32, the protocol's; mixed_bfloat16 is faster on CPUs with BF16)")
+    parser.add_argument("--steps-per-execution", type=int, default=1, help="batches per compiled call (default 1)")
+    parser.add_argument("--time-limit", type=float, metavar="MINUTES",
+                        help="stop after the first epoch that brings the run's training time past this (default: none)")
+
+
+def _speed_options(args):
+    return dict(precision=args.precision, steps_per_execution=args.steps_per_execution,
+                time_limit_minutes=args.time_limit)
+
+
 def _train_arguments(parser, demo=False):
     from lstm_stn_tf.training import TrainConfig
 
@@ -66,9 +80,7 @@ def _train_arguments(parser, demo=False):
     parser.add_argument("--valid-size", type=int, default=defaults.valid_size)
     parser.add_argument("--test-size", type=int, default=defaults.test_size)
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    parser.add_argument("--precision", default=defaults.precision, choices=["float32", "mixed_bfloat16"],
-                        help="compute precision (default float32, the protocol's; mixed_bfloat16 is faster on CPUs with BF16)")
-    parser.add_argument("--steps-per-execution", type=int, default=defaults.steps_per_execution)
+    _add_speed_arguments(parser)
     parser.add_argument("--run-dir", help="where the run is written (default runs/<model>-seed<seed>-<time>)")
     _add_data_arguments(parser)
 
@@ -90,12 +102,11 @@ def _config_from(args):
         data_seed=args.data_seed,
         epochs=args.epochs,
         batch_size=args.batch_size,
-        precision=args.precision,
-        steps_per_execution=args.steps_per_execution,
         train_size=args.train_size,
         valid_size=args.valid_size,
         test_size=args.test_size,
         mnist_path=args.mnist,
+        **_speed_options(args),
         **options,
     )
 
@@ -168,7 +179,7 @@ def cmd_demo(args):
 def cmd_reproduce(args):
     from lstm_stn_tf.reproduce import reproduce
 
-    overrides = {"epochs": args.epochs} if args.epochs else {}
+    overrides = dict(_speed_options(args), **({"epochs": args.epochs} if args.epochs else {}))
     print(reproduce(args.models, args.seeds, args.runs_dir, args.results_dir, _command_line(), **overrides))
 
 
@@ -197,6 +208,7 @@ def build_parser():
     reproduce.add_argument("--models", nargs="+", default=["lstm_stn", "cnn_stn", "gru_stn", "cnn"])
     reproduce.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     reproduce.add_argument("--epochs", type=int, help="cap on epochs (default: the protocol's 300); recorded in the table")
+    _add_speed_arguments(reproduce)
     reproduce.add_argument("--runs-dir", default="runs/reproduce")
     reproduce.add_argument("--results-dir", default="results")
     reproduce.set_defaults(handler=cmd_reproduce)

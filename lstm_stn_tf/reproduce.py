@@ -62,7 +62,9 @@ def _mean_std(values):
 def _variant(result):
     """What a run changed from the protocol (empty for a protocol run)."""
     config, protocol = result["config"], TrainConfig().__dict__
-    changed = {k: v for k, v in config.items() if k not in ("model", "seed", "mnist_path") and v != protocol.get(k)}
+    # steps_per_execution changes how batches are dispatched, not what is learned.
+    ignored = ("model", "seed", "mnist_path", "steps_per_execution")
+    changed = {k: v for k, v in config.items() if k not in ignored and v != protocol.get(k)}
     return ", ".join(f"{k}={v}" for k, v in sorted(changed.items())) or "protocol"
 
 

@@ -85,6 +85,9 @@ class TrainConfig:
     # stay float32); steps_per_execution runs several batches per call.
     precision: str = "float32"
     steps_per_execution: int = 1
+    # Budget option (not in the protocol): stop after the first epoch that
+    # brings the run's total training time past this many minutes.
+    time_limit_minutes: float = None
 
     def __post_init__(self):
         if self.precision not in PRECISIONS:
@@ -93,8 +96,10 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise UserError(f"{name}={value!r}: expected a positive integer.")
-        if not self.learning_rate > 0:
-            raise UserError(f"learning_rate={self.learning_rate!r}: expected a positive number.")
+        for name in ("learning_rate", "time_limit_minutes"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, (int, float)) and value > 0):
+                raise UserError(f"{name}={value!r}: expected a positive number.")
         self.spec = ClutterSpec(**self.spec).key()
 
     @property
@@ -146,10 +151,12 @@ class BestModelKeeper(keras.callbacks.Callback):
     run continues the same early-stopping count.
     """
 
-    def __init__(self, run_dir, patience, resumed_epochs=0):
+    def __init__(self, run_dir, patience, resumed_epochs=0, time_limit_seconds=None, resumed_seconds=0.0):
         super().__init__()
         self.run_dir = pathlib.Path(run_dir)
         self.patience = patience
+        self.time_limit_seconds = time_limit_seconds
+        self.seconds = resumed_seconds
         self.best = json.loads((self.run_dir / "best.json").read_text()) if (
             self.run_dir / "best.json"
         ).exists() else {"epoch": -1, "val_accuracy": -math.inf}
@@ -169,6 +176,7 @@ class BestModelKeeper(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs):
         logs["epoch_seconds"] = time.perf_counter() - self._epoch_start
+        self.seconds += logs["epoch_seconds"]
         logs["learning_rate"] = float(ops.convert_to_numpy(self.model.optimizer.learning_rate))
         if self.nan_seen:
             self.nan_epoch = epoch
@@ -189,6 +197,14 @@ class BestModelKeeper(keras.callbacks.Callback):
                 print(f"\nEarly stopping: validation accuracy has not improved for "
                       f"{self.patience} epochs (best epoch {self.best['epoch'] + 1}).")
                 self.model.stop_training = True
+        if self.time_limit_seconds is not None and self.seconds >= self.time_limit_seconds and not self.model.stop_training:
+            print(f"\nTime limit: {self.seconds / 60:.0f} minutes of training after epoch {epoch + 1}; "
+                  f"stopping (best epoch {self.best['epoch'] + 1}).")
+            self.model.stop_training = True
+
+    @property
+    def out_of_time(self):
+        return self.time_limit_seconds is not None and self.seconds >= self.time_limit_seconds
 
 
 def _backup_epochs(backup_dir):
@@ -267,8 +283,14 @@ def train(config, run_dir, resume=False, verbose=None, command=None):
     done = _backup_epochs(backup_dir)
     history = run_dir / "history.csv"
     _truncate_history(history, done)
-    keeper = BestModelKeeper(run_dir, config.patience, resumed_epochs=done)
-    if done and keeper.wait >= config.patience or done >= config.epochs:
+    keeper = BestModelKeeper(
+        run_dir,
+        config.patience,
+        resumed_epochs=done,
+        time_limit_seconds=None if config.time_limit_minutes is None else 60 * config.time_limit_minutes,
+        resumed_seconds=sum(float(row["epoch_seconds"]) for row in _history_rows(history)),
+    )
+    if done and keeper.wait >= config.patience or done >= config.epochs or keeper.out_of_time:
         print(f"{run_dir}: training had already finished after {done} epochs.")
     else:
         callbacks = [

@@ -128,13 +128,23 @@ def test_reproduce_writes_results_and_table(tmp_path, capsys):
     from lstm_stn_tf.reproduce import reproduce
 
     table = reproduce(["lstm_stn"], [0, 1], tmp_path / "runs", tmp_path / "results", command="test",
-                      **{k: v for k, v in TINY.items() if k != "model"})
+                      steps_per_execution=2, **{k: v for k, v in TINY.items() if k != "model"})
     assert sorted(p.name for p in (tmp_path / "results").iterdir()) == [
         "RESULTS.md", "lstm_stn-seed0.json", "lstm_stn-seed1.json"]
     result = json.loads((tmp_path / "results" / "lstm_stn-seed0.json").read_text())
     assert result["epochs_run"] == 3 and result["command"] == "test"
     summary = next(line for line in table.splitlines() if line.startswith("| lstm_stn |"))
     assert "epochs=3" in summary and "| 2 |" in summary and "±" in summary
+    # Dispatching several batches per call does not change what is learned.
+    assert "steps_per_execution" not in summary
+
+
+def test_time_limit_stops_after_the_epoch_that_passes_it(tmp_path, capsys):
+    with pytest.raises(training.UserError, match="time_limit_minutes=0: expected a positive number"):
+        TrainConfig(time_limit_minutes=0)
+    metrics = train(TrainConfig(**dict(TINY, time_limit_minutes=1e-6)), tmp_path / "run", verbose=0)
+    assert metrics["epochs_run"] == 1
+    assert "Time limit" in capsys.readouterr().out
 
 
 def test_demo_command_trains_evaluates_and_draws(tmp_path, capsys):
