@@ -1,7 +1,8 @@
 """lstm-stn-tf: recurrent spatial-transformer attention for Keras 3.
 
     from lstm_stn_tf import build_model, layers, data
-    model = build_model("lstm_stn")
+    model = build_model("lstm_stn")          # untrained
+    model = load_pretrained("lstm_stn")      # the shipped, trained one
 
 Submodules load on first use, so `import lstm_stn_tf` stays cheap and the
 command-line tool can quieten TensorFlow before it is imported.
@@ -22,6 +23,7 @@ _ATTRIBUTES = {
     "list_models": "lstm_stn_tf.models",
     "attention_model": "lstm_stn_tf.models",
     "load_model": "lstm_stn_tf.evaluation",
+    "load_pretrained": "lstm_stn_tf.evaluation",
     "UserError": "lstm_stn_tf.errors",
     "Predictor": "lstm_stn_tf.predictor",
 }

@@ -179,8 +179,13 @@ def cmd_demo(args):
 def cmd_reproduce(args):
     from lstm_stn_tf.reproduce import reproduce
 
+    if args.table:
+        from lstm_stn_tf.reproduce import write_table
+
+        print(write_table(args.results_dir, args.readme))
+        return
     overrides = dict(_speed_options(args), **({"epochs": args.epochs} if args.epochs else {}))
-    print(reproduce(args.models, args.seeds, args.runs_dir, args.results_dir, _command_line(), **overrides))
+    print(reproduce(args.models, args.seeds, args.runs_dir, args.results_dir, _command_line(), args.readme, **overrides))
 
 
 def build_parser():
@@ -191,8 +196,8 @@ def build_parser():
     _train_arguments(train)
     train.set_defaults(handler=cmd_train, demo=False)
 
-    evaluate = commands.add_parser("evaluate", help="test errors of a run directory or .keras file")
-    evaluate.add_argument("model", help="a run directory or a .keras file")
+    evaluate = commands.add_parser("evaluate", help="test errors of a run directory, .keras file or shipped model")
+    evaluate.add_argument("model", help="a run directory, a .keras file or a shipped model's name (lstm_stn)")
     evaluate.add_argument("--split", default="test", choices=["train", "valid", "test"])
     evaluate.add_argument("--size", type=int, help="number of images (default: the protocol's)")
     evaluate.add_argument("--out", help="JSON output (default: beside the model)")
@@ -211,6 +216,9 @@ def build_parser():
     _add_speed_arguments(reproduce)
     reproduce.add_argument("--runs-dir", default="runs/reproduce")
     reproduce.add_argument("--results-dir", default="results")
+    reproduce.add_argument("--readme", default="README.md",
+                           help="a README whose results section is regenerated (default README.md, if it has the markers)")
+    reproduce.add_argument("--table", action="store_true", help="only regenerate the tables from --results-dir; train nothing")
     reproduce.set_defaults(handler=cmd_reproduce)
 
     import importlib

@@ -9,12 +9,12 @@ import numpy as np
 from lstm_stn_tf import layers as _custom_layers  # noqa: F401  (registers them for loading)
 from lstm_stn_tf.data import make_input
 from lstm_stn_tf.errors import UserError
-from lstm_stn_tf.paths import atomic_path
+from lstm_stn_tf.paths import atomic_path, model_source, shipped_model
 
 
 def load_model(path):
-    """Loads a `.keras` file, or the `best.keras` of a run directory."""
-    path = pathlib.Path(path).expanduser()
+    """Loads a `.keras` file, the `best.keras` of a run directory, or a shipped model by name."""
+    path = model_source(path)
     if path.is_dir():
         if not (path / "best.keras").exists():
             raise UserError(f"{path}: no best.keras in this folder; expected a run directory.")
@@ -27,6 +27,15 @@ def load_model(path):
         return keras.saving.load_model(path)
     except Exception as error:  # Keras raises many types for a damaged file
         raise UserError(f"{path}: not a readable Keras model ({type(error).__name__}: {error}).") from None
+
+
+def load_pretrained(name="lstm_stn"):
+    """The shipped model `name` (its card: `export/<name>/MODEL_CARD.md`).
+
+    It takes float32 images `(N, 100, 100, 1)` in [0, 1] and returns digit
+    probabilities `(N, 3, 10)`; see `attention_model` for its glimpses.
+    """
+    return load_model(shipped_model(name))
 
 
 def model_split(source, model, split="test", size=None, data_seed=0, mnist_path=None):

@@ -4,7 +4,8 @@
 
 The folder holds `model.keras` (weights, no optimizer state), `saved_model/`,
 `model.tflite`, `model_int8.tflite` and `export.json` (file sizes, parity with
-Keras, test errors). Every format has one signature, `serving_default`:
+Keras, test errors); exported from a finished run directory, also the run's
+`metrics.json` and a `MODEL_CARD.md`. Every format has one signature, `serving_default`:
 `image` float32 `(batch, H, W, 1)` in [0, 1] -> `digits` int32
 `(batch, n_digits)`, `probabilities` `(batch, n_digits, 10)` and, for models
 with a transformer, `transforms` `(batch, steps, 2, 3)`. Outputs are read by
@@ -12,8 +13,10 @@ name, never by position.
 """
 
 import importlib.metadata
+import json
 import pathlib
 import re
+import shutil
 import warnings
 
 import keras
@@ -25,6 +28,7 @@ from lstm_stn_tf.errors import UserError
 from lstm_stn_tf.evaluation import error_metrics, load_model, model_split, save_inference_model, write_json
 from lstm_stn_tf.layers import AffineGridGenerator, BilinearInterpolation
 from lstm_stn_tf.layers.lstm_localizer import TRANSFORM_HEAD_SCOPE
+from lstm_stn_tf.model_card import model_card
 from lstm_stn_tf.models import attention_model
 from lstm_stn_tf.paths import atomic_directory, model_source
 from lstm_stn_tf.predictor import SIGNATURE, Predictor
@@ -205,6 +209,11 @@ def export(source, out, eval_size=None, calibration_size=CALIBRATION_SIZE, data_
             "command": command,
         }
         write_json(report, folder / "export.json")
+        if (path / "metrics.json").exists():  # a finished run directory: ship its errors and a card
+            metrics = json.loads((path / "metrics.json").read_text())
+            config = json.loads((path / "config.json").read_text())
+            shutil.copyfile(path / "metrics.json", folder / "metrics.json")
+            (folder / "MODEL_CARD.md").write_text(model_card(out.name, metrics, config, report))
     return report
 
 

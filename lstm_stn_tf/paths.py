@@ -19,8 +19,27 @@ def cache_dir():
 
 
 def shipped_models_dir():
-    """The repository's `export/` folder: one `lstm-stn export` folder per shipped model."""
-    return pathlib.Path(__file__).resolve().parent.parent / "export"
+    """Where shipped models live: `lstm_stn_tf/pretrained/` in an installed
+    package (setup.py maps the repository's `export/` there), the repository's
+    `export/` in a source checkout."""
+    package = pathlib.Path(__file__).resolve().parent
+    installed = package / "pretrained"
+    return installed if installed.is_dir() else package.parent / "export"
+
+
+def shipped_model(name):
+    """The `model.keras` of the shipped model `name`; a `UserError` naming the
+    shipped models if there is none."""
+    folder = shipped_models_dir()
+    path = folder / name / "model.keras"
+    if not path.exists():
+        names = sorted(found.parent.name for found in folder.glob("*/model.keras"))
+        raise UserError(
+            f"{name}: no such file or folder, and no shipped model of that name "
+            f"({path} does not exist; shipped: {', '.join(names) or 'none'}); pass a .keras file, "
+            "a run directory, an export folder, a SavedModel folder or a .tflite file."
+        )
+    return path
 
 
 def model_source(text):
@@ -29,14 +48,7 @@ def model_source(text):
     path = pathlib.Path(text).expanduser()
     if path.exists() or path.suffix or len(path.parts) > 1:
         return path
-    shipped = shipped_models_dir() / text / "model.keras"
-    if not shipped.exists():
-        raise UserError(
-            f"{text}: no such file or folder, and no shipped model of that name "
-            f"({shipped} does not exist); pass a .keras file, a run directory, "
-            "an export folder, a SavedModel folder or a .tflite file."
-        )
-    return shipped
+    return shipped_model(text)
 
 
 def _umask():

@@ -157,3 +157,36 @@ def test_a_failed_export_leaves_the_earlier_one_whole(exported, tmp_path, monkey
         exporting.export(exported[1], out, eval_size=20)
     assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
     assert [p.name for p in tmp_path.iterdir()] == ["export"]  # no temporary folder left
+
+
+def test_a_finished_run_ships_with_its_metrics_and_a_model_card(tmp_path, monkeypatch, capsys):
+    from lstm_stn_tf import load_pretrained, paths
+    from lstm_stn_tf.training import TrainConfig, train
+
+    config = TrainConfig(model_options={"units": 16}, spec={"n_digits": 2, "canvas_size": 60, "n_clutter": 2},
+                         train_size=200, valid_size=100, test_size=100, epochs=2, time_limit_minutes=1e-6)
+    metrics = train(config, tmp_path / "run", verbose=0, command="lstm-stn train ...")
+    shipped = tmp_path / "shipped"
+    assert cli.main(["export", str(tmp_path / "run"), "--out", str(shipped / "tiny"), "--eval-size", "20"]) == 0
+    assert json.loads((shipped / "tiny" / "metrics.json").read_text()) == metrics
+    card = (shipped / "tiny" / "MODEL_CARD.md").read_text()
+    assert card.startswith("# Model card: `tiny`")
+    assert f"| Keras (`model.keras`) | 100 | {100 * metrics['single_digit_error']:.2f} %" in card
+    assert "| TFLite int8 (`model_int8.tflite`) | 20 |" in card
+    assert "stopped by its time limit" in card and "time_limit_minutes=1e-06" in card
+    assert "What it cannot do" in card and "`lstm-stn train ...`" in card
+
+    # Shipped models load by name, from Python and from the command line.
+    monkeypatch.setattr(paths, "shipped_models_dir", lambda: shipped)
+    assert load_pretrained("tiny").count_params() == metrics_model_parameters(tmp_path / "run")
+    with pytest.raises(paths.UserError, match=r"no shipped model of that name .*shipped: tiny\)"):
+        load_pretrained("lstm_stn")
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["evaluate", "tiny", "--size", "20"]) == 0
+    assert json.loads((tmp_path / "tiny-test.json").read_text())["n_images"] == 20
+
+
+def metrics_model_parameters(run_dir):
+    import keras
+
+    return keras.saving.load_model(run_dir / "best.keras").count_params()

@@ -1,4 +1,5 @@
 import json
+import pathlib
 import subprocess
 import sys
 
@@ -7,6 +8,7 @@ import pytest
 from keras import ops
 
 from lstm_stn_tf import cli, training
+from lstm_stn_tf.reproduce import README_END, README_START, results_tables
 from lstm_stn_tf.training import ClippedRMSprop, TrainConfig, train
 
 # An easy setting that still exercises the whole model: one digit, no clutter.
@@ -127,7 +129,9 @@ def test_command_line_entry_point_has_no_traceback(tmp_path):
 def test_reproduce_writes_results_and_table(tmp_path, capsys):
     from lstm_stn_tf.reproduce import reproduce
 
-    table = reproduce(["lstm_stn"], [0, 1], tmp_path / "runs", tmp_path / "results", command="test",
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# Title\n\n{README_START}\nold\n{README_END}\n\nMore.\n")
+    table = reproduce(["lstm_stn"], [0, 1], tmp_path / "runs", tmp_path / "results", command="test", readme=readme,
                       steps_per_execution=2, **{k: v for k, v in TINY.items() if k != "model"})
     assert sorted(p.name for p in (tmp_path / "results").iterdir()) == [
         "RESULTS.md", "lstm_stn-seed0.json", "lstm_stn-seed1.json"]
@@ -137,6 +141,16 @@ def test_reproduce_writes_results_and_table(tmp_path, capsys):
     assert "epochs=3" in summary and "| 2 |" in summary and "±" in summary
     # Dispatching several batches per call does not change what is learned.
     assert "steps_per_execution" not in summary
+    assert readme.read_text() == f"# Title\n\n{README_START}\n{table}{README_END}\n\nMore.\n"
+    assert cli.main(["reproduce", "--table", "--results-dir", str(tmp_path / "results"), "--readme", str(readme)]) == 0
+    assert readme.read_text().count(table) == 1
+
+
+def test_readme_results_are_generated_from_results_folder():
+    repository = pathlib.Path(__file__).resolve().parent.parent
+    readme = (repository / "README.md").read_text()
+    section = readme.split(README_START + "\n", 1)[1].split(README_END, 1)[0]
+    assert section == results_tables(repository / "results"), "run: lstm-stn reproduce --table"
 
 
 def test_time_limit_stops_after_the_epoch_that_passes_it(tmp_path, capsys):

@@ -1,0 +1,105 @@
+"""`MODEL_CARD.md` for an exported run: what the model is, how it was made, how
+well it does, and what it cannot do. Every number comes from the run's
+`metrics.json` and `config.json` and the export's report."""
+
+import lstm_stn_tf
+from lstm_stn_tf.reproduce import PUBLISHED, variant
+
+
+def _percent(value):
+    return f"{100 * value:.2f} %"
+
+
+def model_card(name, metrics, config, report):
+    """The card's markdown text.
+
+    Args:
+        name: the shipped name (`lstm_stn`).
+        metrics: the run's `metrics.json` (test errors of the best epoch).
+        config: the run's `config.json`.
+        report: `exporting.export`'s report (TFLite errors and sizes).
+    """
+    spec = config["spec"]
+    machine = metrics["machine"]
+    errors = report["test_error"]
+    sizes = report["file_bytes"]
+    changes = variant(config)
+    time_limit = config.get("time_limit_minutes")
+    stopped = (
+        f"stopped by its time limit ({time_limit:g} min) after {metrics['epochs_run']} epochs"
+        if time_limit and metrics["epochs_run"] < config["epochs"]
+        else f"{metrics['epochs_run']} epochs"
+    )
+    lines = [
+        f"# Model card: `{name}`",
+        "",
+        f"An LSTM spatial transformer network (Feng, Chen & Sun, arXiv 1901.02273) that reads the "
+        f"{spec['n_digits']} handwritten digits, left to right, in a {spec['canvas_size']} x {spec['canvas_size']} "
+        "grey image of a cluttered MNIST sequence. A CNN looks at the whole image once; an LSTM emits one "
+        "affine transform per digit; a bilinear sampler cuts a glimpse there; one CNN classifies each glimpse.",
+        "",
+        "```python",
+        "import lstm_stn_tf",
+        f'model = lstm_stn_tf.load_pretrained("{name}")   # or: lstm-stn predict image.png --model {name}',
+        "```",
+        "",
+        "## Input and output",
+        "",
+        f"- input `image`: float32 `(N, {spec['canvas_size']}, {spec['canvas_size']}, 1)`, pixels in [0, 1], "
+        "white digits on a black background (MNIST's polarity)",
+        f"- outputs: digit probabilities `(N, {spec['n_digits']}, 10)`; the SavedModel and TFLite files also "
+        f"return `digits` `(N, {spec['n_digits']})` and the attention `transforms` `(N, {spec['n_digits']}, 2, 3)`",
+        "",
+        "## Data and training",
+        "",
+        f"- data: the project's protocol (`shared/protocol.md`): MNIST digits (train: first 50,000 of the "
+        f"official training set; test: the official 10,000), {spec['n_digits']} per image with "
+        f"{spec['n_clutter']} clutter patches of {spec['clutter_size']} x {spec['clutter_size']}; "
+        f"{config['train_size']:,} generated training images, data seed {config['data_seed']}",
+        f"- recipe: RMSprop {config['learning_rate']:g}, batch {config['batch_size']}, gradients clipped "
+        f"element-wise to {config['clip_value']:g} then to global norm {config['clip_global_norm']:g}, "
+        f"learning rate / {config['decay_factor']:g} every {config['decay_every']} epochs after epoch "
+        f"{config['decay_start']}, best validation epoch kept",
+        f"- this run: seed {config['seed']}; changes from the protocol: {changes}; {stopped}; best epoch "
+        f"{metrics['best_epoch']}; {metrics['train_seconds'] / 60:.0f} min of training, "
+        f"{metrics['seconds_per_epoch']:.0f} s per epoch on {machine['device']} "
+        f"({machine['cpu_count']} cores, {machine['backend']} backend, Keras {machine['keras']})",
+        f"- command: `{metrics['command']}`",
+        "",
+        "## Test errors",
+        "",
+        "| format | test images | single-digit error | sequence error |",
+        "| --- | --- | --- | --- |",
+        f"| Keras (`model.keras`) | {metrics['n_images']:,} | {_percent(metrics['single_digit_error'])} "
+        f"| {_percent(metrics['sequence_error'])} |",
+    ]
+    for key, label in (("tflite_fp32", "TFLite float32 (`model.tflite`)"), ("tflite_int8", "TFLite int8 (`model_int8.tflite`)")):
+        lines.append(f"| {label} | {errors['n_images']:,} | {_percent(errors[key]['single_digit_error'])} "
+                     f"| {_percent(errors[key]['sequence_error'])} |")
+    lines += [
+        "",
+        f"Published single-digit error of this model (%, paper in brackets): {PUBLISHED.get(config['model'], 'none')}. "
+        "Other seeds and the baselines are in the README's results table.",
+        "",
+        "## Files",
+        "",
+    ]
+    lines += [f"- `{file}`: {size / 1e6:.1f} MB" for file, size in sizes.items() if file != "saved_model"]
+    lines += [
+        "- `metrics.json`: the run's test errors, confusion matrix, seed and command; `export.json`: the export's "
+        "parity with Keras and its sizes. `lstm-stn export "
+        f"{name} --out DIR` regenerates the SavedModel.",
+        "",
+        "## What it cannot do",
+        "",
+        f"- It knows only this synthetic task: exactly {spec['n_digits']} MNIST-style digits, roughly on a line, "
+        "left to right, each about 28 pixels tall. It always answers with "
+        f"{spec['n_digits']} digits, whatever the image holds.",
+        "- Real photographs (house numbers, receipts, forms), printed digits, other digit counts, other sizes "
+        "(`lstm-stn predict` letterboxes them, which shrinks the digits) and dark digits on a light background "
+        "(invert them first) are outside what it was trained on; expect it to fail there without a warning.",
+        "- Its probabilities are not calibrated for inputs unlike the training data.",
+        "",
+        f"Made by lstm-stn-tf {lstm_stn_tf.__version__}.",
+    ]
+    return "\n".join(lines) + "\n"
