@@ -5,7 +5,8 @@
 Variants are timed side by side, in interleaved windows in one process, so
 their ratio is meaningful even when the machine's speed drifts. Prints the
 machine, versions, thread settings, multiply-adds per image and the fraction
-of the CPU's peak reached.
+of the CPU's peak reached, and what evaluating the 10,000 validation images
+costs beside a 60,000-image training epoch.
 """
 
 import argparse
@@ -20,7 +21,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from lstm_stn_tf.data import tf_dataset  # noqa: E402
+from lstm_stn_tf.data import make_input, tf_dataset  # noqa: E402
 from lstm_stn_tf.layers import FoldedTimeDistributed, LSTMLocalizer  # noqa: E402
 from lstm_stn_tf.models import build_model  # noqa: E402
 from lstm_stn_tf.training import TrainConfig, compile_model  # noqa: E402
@@ -90,6 +91,19 @@ def main():
             model.fit(dataset, steps_per_epoch=args.window, epochs=1, shuffle=False, verbose=0)
             rates[variant].append(args.window * args.batch_size / (time.perf_counter() - start))
 
+    # Validation as `train` runs it: 10,000 images in batches of 500.
+    valid_images = rng.integers(0, 256, (10_000, 100, 100), dtype=np.uint8)
+    valid = make_input(valid_images, rng.integers(0, 10, (10_000, 3)), batch_size=500)
+    evaluation_seconds = {}
+    for variant, model in models.items():
+        model.evaluate(valid, verbose=0)  # warm-up
+        times = []
+        for _ in range(3):
+            start = time.perf_counter()
+            model.evaluate(valid, verbose=0)
+            times.append(time.perf_counter() - start)
+        evaluation_seconds[variant] = statistics.median(times)
+
     forward = multiply_adds(models[args.variants[0]])
     peak, mhz = cpu_peak_flops()
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores at {mhz:.0f} MHz; "
@@ -99,12 +113,15 @@ def main():
     print(f"model {args.model}: {forward / 1e6:.1f} M multiply-adds per image forward, "
           f"~{3 * 2 * forward / 1e6:.0f} MFLOP per image per training step (3 x forward)")
     print(f"peak assumed: {peak / 1e9:.0f} GFLOP/s ({FLOPS_PER_CYCLE} FP32 FLOP/cycle/core)\n")
-    print("| variant | images/s (median) | windows | % of FP32 peak |")
-    print("| --- | --- | --- | --- |")
+    print("| variant | images/s (median) | windows | % of FP32 peak | 60k-image epoch | validation (10k) |")
+    print("| --- | --- | --- | --- | --- | --- |")
     for variant, values in rates.items():
         median = statistics.median(values)
+        epoch = 60_000 / median
+        evaluation = evaluation_seconds[variant]
         print(f"| {variant}, steps_per_execution={args.steps_per_execution} | {median:,.0f} | "
-              f"{', '.join(f'{v:,.0f}' for v in values)} | {100 * median * 6 * forward / peak:.0f} % |")
+              f"{', '.join(f'{v:,.0f}' for v in values)} | {100 * median * 6 * forward / peak:.0f} % | "
+              f"{epoch:.0f} s | {evaluation:.1f} s ({100 * evaluation / epoch:.0f} % of the epoch) |")
 
 
 if __name__ == "__main__":
