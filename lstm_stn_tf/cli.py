@@ -49,11 +49,16 @@ def _add_data_arguments(parser):
 
 def _add_speed_arguments(parser):
     """Options that change how fast a run goes (train, demo and reproduce)."""
-    parser.add_argument("--precision", default="float32", choices=["float32", "mixed_bfloat16"],
+    from lstm_stn_tf.training import PRECISIONS, TrainConfig
+
+    defaults = TrainConfig()
+    parser.add_argument("--precision", default=defaults.precision, choices=PRECISIONS,
                         help="compute precision (default float32, the protocol's; mixed_bfloat16 is faster on CPUs with BF16)")
-    parser.add_argument("--steps-per-execution", type=int, default=1, help="batches per compiled call (default 1)")
+    parser.add_argument("--steps-per-execution", type=int, default=defaults.steps_per_execution,
+                        help="batches per compiled call (default 1)")
     parser.add_argument("--time-limit", type=float, metavar="MINUTES",
-                        help="stop after the first epoch that brings the run's training time past this (default: none)")
+                        help="stop after the first epoch that brings the run's training time (epochs only, "
+                        "not data or testing) past this; such a run is finished, not resumable (default: none)")
 
 
 def _speed_options(args):

@@ -41,14 +41,17 @@ def load_pretrained(name="lstm_stn"):
 def model_split(source, model, split="test", size=None, data_seed=0, mnist_path=None):
     """The cluttered split a model is judged on: `(images, labels)`.
 
-    For a run directory, the data settings of its `config.json`; for a bare
-    `.keras` file, the protocol's with the model's canvas and digit count.
+    For a run directory (or a `.keras` file with a run's `config.json` beside
+    it: `best.keras`, an export, a shipped model), the data settings of that
+    `config.json`; otherwise the protocol's with the model's canvas and digit count.
     """
     from lstm_stn_tf.data import ClutterSpec, load_mnist, load_split
 
-    config_path = pathlib.Path(source) / "config.json"
-    if config_path.exists():
-        config = json.loads(config_path.read_text())
+    path = model_source(source)
+    # A run directory's own settings; an exported or shipped model keeps its run's beside it.
+    config_path = path / "config.json" if path.is_dir() else path.parent / "config.json"
+    config = json.loads(config_path.read_text()) if config_path.exists() else {}
+    if "spec" in config and "data_seed" in config:
         spec, data_seed = ClutterSpec(**config["spec"]), config["data_seed"]
         mnist_path = mnist_path or config.get("mnist_path")
     else:

@@ -5,7 +5,7 @@
 The folder holds `model.keras` (weights, no optimizer state), `saved_model/`,
 `model.tflite`, `model_int8.tflite` and `export.json` (file sizes, parity with
 Keras, test errors); exported from a finished run directory, also the run's
-`metrics.json` and a `MODEL_CARD.md`. Every format has one signature, `serving_default`:
+`metrics.json` and `config.json` and a `MODEL_CARD.md`. Every format has one signature, `serving_default`:
 `image` float32 `(batch, H, W, 1)` in [0, 1] -> `digits` int32
 `(batch, n_digits)`, `probabilities` `(batch, n_digits, 10)` and, for models
 with a transformer, `transforms` `(batch, steps, 2, 3)`. Outputs are read by
@@ -30,7 +30,7 @@ from lstm_stn_tf.layers import AffineGridGenerator, BilinearInterpolation
 from lstm_stn_tf.layers.lstm_localizer import TRANSFORM_HEAD_SCOPE
 from lstm_stn_tf.model_card import model_card
 from lstm_stn_tf.models import attention_model
-from lstm_stn_tf.paths import atomic_directory, model_source
+from lstm_stn_tf.paths import atomic_directory, model_source, shipped_models_dir
 from lstm_stn_tf.predictor import SIGNATURE, Predictor
 
 CALIBRATION_SIZE = 300  # train images that set the int8 ranges
@@ -209,11 +209,13 @@ def export(source, out, eval_size=None, calibration_size=CALIBRATION_SIZE, data_
             "command": command,
         }
         write_json(report, folder / "export.json")
-        if (path / "metrics.json").exists():  # a finished run directory: ship its errors and a card
+        if (path / "metrics.json").exists():  # a finished run directory: ship its errors, settings and a card
             metrics = json.loads((path / "metrics.json").read_text())
             config = json.loads((path / "config.json").read_text())
-            shutil.copyfile(path / "metrics.json", folder / "metrics.json")
-            (folder / "MODEL_CARD.md").write_text(model_card(out.name, metrics, config, report))
+            for file in ("metrics.json", "config.json"):
+                shutil.copyfile(path / file, folder / file)
+            shipped = out.resolve().parent == shipped_models_dir().resolve()
+            (folder / "MODEL_CARD.md").write_text(model_card(out.name, metrics, config, report, shipped))
     return report
 
 

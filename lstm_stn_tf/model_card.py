@@ -5,42 +5,70 @@ well it does, and what it cannot do. Every number comes from the run's
 import lstm_stn_tf
 from lstm_stn_tf.reproduce import PUBLISHED, variant
 
+DESCRIPTIONS = {
+    "lstm_stn": "An LSTM spatial transformer network (Feng, Chen & Sun, arXiv 1901.02273). A CNN looks at the "
+    "whole image once; an LSTM emits one affine transform per digit; a bilinear sampler cuts a glimpse there; "
+    "one CNN classifies each glimpse.",
+    "gru_stn": "A recurrent spatial transformer network with a GRU (RNN-SPN, Sønderby et al., arXiv 1509.05329). "
+    "A CNN looks at the whole image once; a GRU emits one affine transform per digit; a bilinear sampler cuts a "
+    "glimpse there; one CNN classifies each glimpse.",
+    "cnn_stn": "A CNN with one spatial transformer (FFN-SPN): one affine transform for the whole image, one "
+    "glimpse, and a CNN with one softmax head per digit.",
+    "cnn": "A CNN without a transformer, one softmax head per digit.",
+}
+STOPPED = {
+    "early_stopping": "stopped early (no better validation accuracy for {patience} epochs)",
+    "time_limit": "stopped by its time limit ({time_limit:g} min of training)",
+    "nan": "stopped by a NaN loss",
+    "epochs": "ran all its epochs",
+}
+
 
 def _percent(value):
     return f"{100 * value:.2f} %"
 
 
-def model_card(name, metrics, config, report):
+def _stop_reason(metrics, config):
+    reason = metrics.get("stop_reason")
+    if reason is None:  # runs from before stop_reason was recorded
+        limited = config.get("time_limit_minutes") and metrics["epochs_run"] < config["epochs"]
+        reason = "time_limit" if limited else "epochs"
+    return STOPPED[reason].format(patience=config["patience"], time_limit=config.get("time_limit_minutes") or 0)
+
+
+def model_card(name, metrics, config, report, shipped=True):
     """The card's markdown text.
 
     Args:
-        name: the shipped name (`lstm_stn`).
+        name: the export folder's name (`lstm_stn`).
         metrics: the run's `metrics.json` (test errors of the best epoch).
         config: the run's `config.json`.
         report: `exporting.export`'s report (TFLite errors and sizes).
+        shipped: whether the folder is a shipped model, loaded by name.
     """
     spec = config["spec"]
     machine = metrics["machine"]
     errors = report["test_error"]
     sizes = report["file_bytes"]
-    changes = variant(config)
-    time_limit = config.get("time_limit_minutes")
-    stopped = (
-        f"stopped by its time limit ({time_limit:g} min) after {metrics['epochs_run']} epochs"
-        if time_limit and metrics["epochs_run"] < config["epochs"]
-        else f"{metrics['epochs_run']} epochs"
+    has_transforms = "transforms" in report["parity_max_abs_diff"]["saved_model_vs_keras"]
+    usage = (
+        f'model = lstm_stn_tf.load_pretrained("{name}")   # or: lstm-stn predict image.png --model {name}'
+        if shipped
+        else f'model = lstm_stn_tf.load_model("{name}/model.keras")   # or: lstm-stn predict image.png --model {name}'
     )
+    changes = variant(config)
+    changes = "none" if changes == "protocol" else changes
+    stopped = _stop_reason(metrics, config)
     lines = [
         f"# Model card: `{name}`",
         "",
-        f"An LSTM spatial transformer network (Feng, Chen & Sun, arXiv 1901.02273) that reads the "
-        f"{spec['n_digits']} handwritten digits, left to right, in a {spec['canvas_size']} x {spec['canvas_size']} "
-        "grey image of a cluttered MNIST sequence. A CNN looks at the whole image once; an LSTM emits one "
-        "affine transform per digit; a bilinear sampler cuts a glimpse there; one CNN classifies each glimpse.",
+        f"{DESCRIPTIONS.get(config['model'], config['model'])} It reads the {spec['n_digits']} handwritten "
+        f"digits, left to right, in a {spec['canvas_size']} x {spec['canvas_size']} grey image of a cluttered "
+        "MNIST sequence.",
         "",
         "```python",
         "import lstm_stn_tf",
-        f'model = lstm_stn_tf.load_pretrained("{name}")   # or: lstm-stn predict image.png --model {name}',
+        usage,
         "```",
         "",
         "## Input and output",
@@ -48,7 +76,8 @@ def model_card(name, metrics, config, report):
         f"- input `image`: float32 `(N, {spec['canvas_size']}, {spec['canvas_size']}, 1)`, pixels in [0, 1], "
         "white digits on a black background (MNIST's polarity)",
         f"- outputs: digit probabilities `(N, {spec['n_digits']}, 10)`; the SavedModel and TFLite files also "
-        f"return `digits` `(N, {spec['n_digits']})` and the attention `transforms` `(N, {spec['n_digits']}, 2, 3)`",
+        f"return `digits` `(N, {spec['n_digits']})`"
+        + (" and the attention `transforms` `(N, steps, 2, 3)`" if has_transforms else ""),
         "",
         "## Data and training",
         "",
@@ -60,11 +89,12 @@ def model_card(name, metrics, config, report):
         f"element-wise to {config['clip_value']:g} then to global norm {config['clip_global_norm']:g}, "
         f"learning rate / {config['decay_factor']:g} every {config['decay_every']} epochs after epoch "
         f"{config['decay_start']}, best validation epoch kept",
-        f"- this run: seed {config['seed']}; changes from the protocol: {changes}; {stopped}; best epoch "
+        f"- this run: seed {config['seed']}; changes from the protocol: {changes}; {stopped} after "
+        f"{metrics['epochs_run']} epochs; best epoch "
         f"{metrics['best_epoch']}; {metrics['train_seconds'] / 60:.0f} min of training, "
         f"{metrics['seconds_per_epoch']:.0f} s per epoch on {machine['device']} "
         f"({machine['cpu_count']} cores, {machine['backend']} backend, Keras {machine['keras']})",
-        f"- command: `{metrics['command']}`",
+        f"- command: `{metrics['command'] or 'training.train from Python'}`",
         "",
         "## Test errors",
         "",

@@ -35,9 +35,8 @@ def shipped_model(name):
     if not path.exists():
         names = sorted(found.parent.name for found in folder.glob("*/model.keras"))
         raise UserError(
-            f"{name}: no such file or folder, and no shipped model of that name "
-            f"({path} does not exist; shipped: {', '.join(names) or 'none'}); pass a .keras file, "
-            "a run directory, an export folder, a SavedModel folder or a .tflite file."
+            f"{name}: no shipped model of that name ({path} does not exist; shipped: "
+            f"{', '.join(names) or 'none'})."
         )
     return path
 
@@ -48,7 +47,13 @@ def model_source(text):
     path = pathlib.Path(text).expanduser()
     if path.exists() or path.suffix or len(path.parts) > 1:
         return path
-    return shipped_model(text)
+    try:
+        return shipped_model(text)
+    except UserError as error:
+        raise UserError(
+            f"{error} Nor is it a file or folder here: pass a .keras file, a run directory, "
+            "an export folder, a SavedModel folder or a .tflite file."
+        ) from None
 
 
 def _umask():

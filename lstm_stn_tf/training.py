@@ -18,6 +18,7 @@ import platform
 import shutil
 import sys
 import time
+import typing
 
 import keras
 from keras import ops
@@ -87,7 +88,7 @@ class TrainConfig:
     steps_per_execution: int = 1
     # Budget option (not in the protocol): stop after the first epoch that
     # brings the run's total training time past this many minutes.
-    time_limit_minutes: float = None
+    time_limit_minutes: typing.Optional[float] = None
 
     def __post_init__(self):
         if self.precision not in PRECISIONS:
@@ -98,7 +99,9 @@ class TrainConfig:
                 raise UserError(f"{name}={value!r}: expected a positive integer.")
         for name in ("learning_rate", "time_limit_minutes"):
             value = getattr(self, name)
-            if value is not None and not (isinstance(value, (int, float)) and value > 0):
+            if value is None and name == "time_limit_minutes":
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
                 raise UserError(f"{name}={value!r}: expected a positive number.")
         self.spec = ClutterSpec(**self.spec).key()
 
@@ -145,10 +148,11 @@ def compile_model(model, config):
 
 
 class BestModelKeeper(keras.callbacks.Callback):
-    """Keeps the best-validation model, stops early, and stops on NaN.
+    """Keeps the best-validation model; stops early, on NaN, and at the time limit.
 
     Its state lives in `best.json`, written with `best.keras`, so a resumed
-    run continues the same early-stopping count.
+    run continues the same early-stopping count; `resumed_seconds` carries
+    the time already spent into the time limit.
     """
 
     def __init__(self, run_dir, patience, resumed_epochs=0, time_limit_seconds=None, resumed_seconds=0.0):
@@ -197,14 +201,28 @@ class BestModelKeeper(keras.callbacks.Callback):
                 print(f"\nEarly stopping: validation accuracy has not improved for "
                       f"{self.patience} epochs (best epoch {self.best['epoch'] + 1}).")
                 self.model.stop_training = True
-        if self.time_limit_seconds is not None and self.seconds >= self.time_limit_seconds and not self.model.stop_training:
-            print(f"\nTime limit: {self.seconds / 60:.0f} minutes of training after epoch {epoch + 1}; "
+        if self.out_of_time and not self.model.stop_training:
+            print(f"\nTime limit: {self.seconds / 60:.1f} minutes of training after epoch {epoch + 1}; "
                   f"stopping (best epoch {self.best['epoch'] + 1}).")
             self.model.stop_training = True
 
     @property
     def out_of_time(self):
         return self.time_limit_seconds is not None and self.seconds >= self.time_limit_seconds
+
+    @property
+    def early_stopped(self):
+        return self.wait >= self.patience
+
+    def stop_reason(self, epochs_done, epochs):
+        """Why training ended: "nan", "early_stopping", "time_limit" or "epochs"."""
+        if self.nan_epoch is not None:
+            return "nan"
+        if self.early_stopped:
+            return "early_stopping"
+        if self.out_of_time and epochs_done < epochs:
+            return "time_limit"
+        return "epochs"
 
 
 def _backup_epochs(backup_dir):
@@ -288,9 +306,9 @@ def train(config, run_dir, resume=False, verbose=None, command=None):
         config.patience,
         resumed_epochs=done,
         time_limit_seconds=None if config.time_limit_minutes is None else 60 * config.time_limit_minutes,
-        resumed_seconds=sum(float(row["epoch_seconds"]) for row in _history_rows(history)),
+        resumed_seconds=sum(_epoch_seconds(_history_rows(history))),
     )
-    if done and keeper.wait >= config.patience or done >= config.epochs or keeper.out_of_time:
+    if done and keeper.early_stopped or done >= config.epochs or keeper.out_of_time:
         print(f"{run_dir}: training had already finished after {done} epochs.")
     else:
         callbacks = [
@@ -298,7 +316,9 @@ def train(config, run_dir, resume=False, verbose=None, command=None):
             keras.callbacks.LearningRateScheduler(config.learning_rate_at),
             keras.callbacks.CSVLogger(str(history), append=True),
             keras.callbacks.TensorBoard(str(run_dir / "logs")),
-            keras.callbacks.BackupAndRestore(str(backup_dir), double_checkpoint=True),
+            # Kept until metrics.json is written: an interruption during the
+            # final test evaluation must not start the training again.
+            keras.callbacks.BackupAndRestore(str(backup_dir), double_checkpoint=True, delete_checkpoint=False),
         ]
         train_images, train_labels = splits["train"]
         valid_images, valid_labels = splits["valid"]
@@ -320,7 +340,10 @@ def train(config, run_dir, resume=False, verbose=None, command=None):
             )
             if keeper.best["epoch"] < 0:
                 raise UserError("the loss became NaN before any epoch finished; no model was kept.")
-    return write_metrics(run_dir, config, splits["test"], command)
+    epochs_done = len(_history_rows(history))
+    metrics = write_metrics(run_dir, config, splits["test"], command, keeper.stop_reason(epochs_done, config.epochs))
+    shutil.rmtree(backup_dir, ignore_errors=True)
+    return metrics
 
 
 def _history_rows(history):
@@ -330,20 +353,32 @@ def _history_rows(history):
         return list(csv.DictReader(handle))
 
 
-def write_metrics(run_dir, config, test_split, command=None):
+def _epoch_seconds(rows):
+    """The seconds of each `history.csv` row that has them."""
+    seconds = []
+    for row in rows:
+        try:
+            seconds.append(float(row.get("epoch_seconds") or "nan"))
+        except ValueError:  # CSVLogger writes "NA" for a missing value
+            continue
+    return [value for value in seconds if math.isfinite(value)]
+
+
+def write_metrics(run_dir, config, test_split, command=None, stop_reason=None):
     """Evaluates `best.keras` on the test split and writes `metrics.json`."""
     run_dir = pathlib.Path(run_dir)
     model = keras.saving.load_model(run_dir / "best.keras")
     metrics = evaluate_model(model, *test_split)
     rows = _history_rows(run_dir / "history.csv")
     best = json.loads((run_dir / "best.json").read_text())
-    seconds = [float(row["epoch_seconds"]) for row in rows if row.get("epoch_seconds")]
+    seconds = _epoch_seconds(rows)
     metrics.update(
         model=config.model,
         seed=config.seed,
         best_epoch=best["epoch"] + 1,
         best_val_accuracy=best["val_accuracy"],
         epochs_run=len(rows),
+        stop_reason=stop_reason,
         train_seconds=sum(seconds),
         seconds_per_epoch=sorted(seconds)[len(seconds) // 2] if seconds else None,
         machine=machine_description(),

@@ -85,8 +85,25 @@ def test_resume_after_an_interruption(tmp_path, monkeypatch):
     metrics = train(None, run_dir, resume=True, verbose=0)
     epochs = [line.split(",")[0] for line in (run_dir / "history.csv").read_text().splitlines()[1:]]
     assert epochs == ["0", "1", "2"]  # epoch 1 ran again, nothing else was lost
-    assert metrics["epochs_run"] == 3
+    assert metrics["epochs_run"] == 3 and metrics["stop_reason"] == "epochs"
+    assert not (run_dir / "backup").exists()
     assert train(None, run_dir, resume=True)["epochs_run"] == 3  # finished: nothing to do
+
+
+def test_an_interruption_while_testing_does_not_train_again(tmp_path, monkeypatch):
+    run_dir = tmp_path / "run"
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "write_metrics", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train(TrainConfig(**TINY), run_dir, verbose=0)
+    history = (run_dir / "history.csv").read_text()
+    monkeypatch.undo()
+    metrics = train(None, run_dir, resume=True, verbose=0)
+    assert (run_dir / "history.csv").read_text() == history  # no epoch ran again
+    assert metrics["epochs_run"] == 3 and (run_dir / "metrics.json").exists()
 
 
 def test_nan_loss_stops_and_keeps_the_best_model(tmp_path, monkeypatch, capsys):
@@ -95,6 +112,7 @@ def test_nan_loss_stops_and_keeps_the_best_model(tmp_path, monkeypatch, capsys):
     metrics = train(TrainConfig(**dict(TINY, epochs=5)), run_dir, verbose=0)
     assert "loss became NaN" in capsys.readouterr().err
     assert metrics["best_epoch"] == 1 and np.isfinite(metrics["single_digit_error"])
+    assert metrics["stop_reason"] == "nan"
     assert not (run_dir / "backup").exists()
 
 
@@ -156,8 +174,10 @@ def test_readme_results_are_generated_from_results_folder():
 def test_time_limit_stops_after_the_epoch_that_passes_it(tmp_path, capsys):
     with pytest.raises(training.UserError, match="time_limit_minutes=0: expected a positive number"):
         TrainConfig(time_limit_minutes=0)
+    with pytest.raises(training.UserError, match="learning_rate=None: expected a positive number"):
+        TrainConfig(learning_rate=None)
     metrics = train(TrainConfig(**dict(TINY, time_limit_minutes=1e-6)), tmp_path / "run", verbose=0)
-    assert metrics["epochs_run"] == 1
+    assert metrics["epochs_run"] == 1 and metrics["stop_reason"] == "time_limit"
     assert "Time limit" in capsys.readouterr().out
 
 
