@@ -59,12 +59,36 @@ def model_split(source, model, split="test", size=None, data_seed=0, mnist_path=
     return load_split(split, size, data_seed, spec, mnist=lambda: load_mnist(mnist_path))
 
 
+def _rebuilt(model, config):
+    clean = keras.Model.from_config(config)
+    clean.set_weights(model.get_weights())
+    return clean
+
+
 def save_inference_model(model, path):
     """Saves `model`'s architecture and weights, without optimizer state, atomically."""
-    clean = keras.Model.from_config(model.get_config())
-    clean.set_weights(model.get_weights())
     with atomic_path(path) as temporary:
-        clean.save(temporary)
+        _rebuilt(model, model.get_config()).save(temporary)
+
+
+def _float32_config(node):
+    """A model config with every mixed dtype policy (and the tensors between them) made float32."""
+    if isinstance(node, list):
+        return [_float32_config(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    if node.get("class_name") == "DTypePolicy" and node["config"]["name"].startswith("mixed_"):
+        return {**node, "config": {**node["config"], "name": "float32"}}
+    if node.get("class_name") == "__keras_tensor__" and node["config"].get("dtype") in ("bfloat16", "float16"):
+        return {**node, "config": {**node["config"], "dtype": "float32"}}
+    return {key: _float32_config(value) for key, value in node.items()}
+
+
+def float32_model(model):
+    """A copy of `model` that computes in float32 throughout, with the same
+    weights: for export (TFLite has no bfloat16 kernels) and serving of a
+    model trained with `precision="mixed_bfloat16"`."""
+    return _rebuilt(model, _float32_config(model.get_config()))
 
 
 def predict_probabilities(model, images, batch_size=500):

@@ -25,7 +25,7 @@ import tensorflow as tf
 
 from lstm_stn_tf.data import to_model_input
 from lstm_stn_tf.errors import UserError
-from lstm_stn_tf.evaluation import error_metrics, load_model, model_split, save_inference_model, write_json
+from lstm_stn_tf.evaluation import error_metrics, float32_model, load_model, model_split, save_inference_model, write_json
 from lstm_stn_tf.layers import AffineGridGenerator, BilinearInterpolation
 from lstm_stn_tf.layers.lstm_localizer import TRANSFORM_HEAD_SCOPE
 from lstm_stn_tf.model_card import model_card
@@ -185,7 +185,7 @@ def export(source, out, eval_size=None, calibration_size=CALIBRATION_SIZE, data_
     out = pathlib.Path(out)
     _check_out(out)
     path = model_source(source)
-    model = load_model(path)
+    model = float32_model(load_model(path))  # a bfloat16-trained model is served in float32
     calibration, _ = model_split(path, model, "train", calibration_size, data_seed, mnist_path)
     images, labels = model_split(path, model, "test", eval_size, data_seed, mnist_path)
     with atomic_directory(out) as folder:

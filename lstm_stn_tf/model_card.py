@@ -100,7 +100,8 @@ def model_card(name, metrics, config, report, shipped=True):
         "",
         "| format | test images | single-digit error | sequence error |",
         "| --- | --- | --- | --- |",
-        f"| Keras (`model.keras`) | {metrics['n_images']:,} | {_percent(metrics['single_digit_error'])} "
+        f"| Keras, {config['precision']} as trained (`metrics.json`) | {metrics['n_images']:,} "
+        f"| {_percent(metrics['single_digit_error'])} "
         f"| {_percent(metrics['sequence_error'])} |",
     ]
     for key, label in (("tflite_fp32", "TFLite float32 (`model.tflite`)"), ("tflite_int8", "TFLite int8 (`model_int8.tflite`)")):
@@ -108,6 +109,8 @@ def model_card(name, metrics, config, report, shipped=True):
                      f"| {_percent(errors[key]['sequence_error'])} |")
     lines += [
         "",
+        *(["`model.keras` and the TFLite files compute in float32 with the trained weights.", ""]
+          if config["precision"] != "float32" else []),
         f"Published single-digit error of this model (%, paper in brackets): {PUBLISHED.get(config['model'], 'none')}. "
         "Other seeds and the baselines are in the README's results table.",
         "",

@@ -171,7 +171,7 @@ def test_a_finished_run_ships_with_its_metrics_and_a_model_card(tmp_path, monkey
     assert json.loads((shipped / "tiny" / "metrics.json").read_text()) == metrics
     card = (shipped / "tiny" / "MODEL_CARD.md").read_text()
     assert card.startswith("# Model card: `tiny`")
-    assert f"| Keras (`model.keras`) | 100 | {100 * metrics['single_digit_error']:.2f} %" in card
+    assert f"| Keras, float32 as trained (`metrics.json`) | 100 | {100 * metrics['single_digit_error']:.2f} %" in card
     assert "| TFLite int8 (`model_int8.tflite`) | 20 |" in card
     assert "stopped by its time limit" in card and "time_limit_minutes=1e-06" in card
     assert "What it cannot do" in card and "`lstm-stn train ...`" in card
@@ -190,3 +190,21 @@ def metrics_model_parameters(run_dir):
     import keras
 
     return keras.saving.load_model(run_dir / "best.keras").count_params()
+
+
+def test_a_bfloat16_model_is_exported_in_float32(tmp_path):
+    import keras
+
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        model = small_model("lstm_stn")
+    finally:
+        keras.config.set_dtype_policy("float32")
+    source = tmp_path / "bf16.keras"
+    model.save(source)
+    # TFLite has no bfloat16 kernels: exported as is, the conversion fails.
+    assert cli.main(["export", str(source), "--out", str(tmp_path / "out"), "--eval-size", "20"]) == 0
+    exported = keras.saving.load_model(tmp_path / "out" / "model.keras")
+    assert {layer.dtype_policy.name for layer in exported.layers} == {"float32"}
+    images = np.random.default_rng(0).random((8, CANVAS, CANVAS, 1), dtype=np.float32)
+    np.testing.assert_allclose(exported.predict(images, verbose=0), model.predict(images, verbose=0), atol=0.02)
