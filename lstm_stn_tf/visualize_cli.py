@@ -14,7 +14,7 @@ def add_commands(subparsers):
         description="A grid of images with each step's attention box, the glimpses and the "
         "digits read (mistakes in red); optionally an animated GIF of one image being read.",
     )
-    visualize.add_argument("model", help="a run directory or a .keras file")
+    visualize.add_argument("model", help="a run directory, a .keras file or a shipped model's name (lstm_stn)")
     visualize.add_argument("--n", type=int, default=16, help="number of images (default 16)")
     visualize.add_argument("--split", default="test", choices=["train", "valid", "test"])
     visualize.add_argument("--start", type=int, default=0, help="index of the first image in the split (default 0)")
