@@ -160,6 +160,8 @@ def test_a_failed_export_leaves_the_earlier_one_whole(exported, tmp_path, monkey
 
 
 def test_a_finished_run_ships_with_its_metrics_and_a_model_card(tmp_path, monkeypatch, capsys):
+    import keras
+
     from lstm_stn_tf import load_pretrained, paths
     from lstm_stn_tf.training import TrainConfig, train
 
@@ -178,18 +180,13 @@ def test_a_finished_run_ships_with_its_metrics_and_a_model_card(tmp_path, monkey
 
     # Shipped models load by name, from Python and from the command line.
     monkeypatch.setattr(paths, "shipped_models_dir", lambda: shipped)
-    assert load_pretrained("tiny").count_params() == metrics_model_parameters(tmp_path / "run")
+    trained = keras.saving.load_model(tmp_path / "run" / "best.keras")
+    assert load_pretrained("tiny").count_params() == trained.count_params()
     with pytest.raises(paths.UserError, match=r"no shipped model of that name .*shipped: tiny\)"):
         load_pretrained("lstm_stn")
     monkeypatch.chdir(tmp_path)
     assert cli.main(["evaluate", "tiny", "--size", "20"]) == 0
     assert json.loads((tmp_path / "tiny-test.json").read_text())["n_images"] == 20
-
-
-def metrics_model_parameters(run_dir):
-    import keras
-
-    return keras.saving.load_model(run_dir / "best.keras").count_params()
 
 
 def test_a_bfloat16_model_is_exported_in_float32(tmp_path):
