@@ -6,7 +6,8 @@ Variants are timed side by side, in interleaved windows in one process, so
 their ratio is meaningful even when the machine's speed drifts. Prints the
 machine, versions, thread settings, multiply-adds per image and the fraction
 of the CPU's peak reached, and what evaluating the 10,000 validation images
-costs beside a 60,000-image training epoch.
+costs beside a 60,000-image training epoch. Runs on any Keras backend
+(`KERAS_BACKEND=jax` on a GPU machine); the peak fraction is computed for CPUs only.
 """
 
 import argparse
@@ -19,7 +20,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
 from lstm_stn_tf.data import make_input, tf_dataset  # noqa: E402
 from lstm_stn_tf.layers import FoldedTimeDistributed, LSTMLocalizer  # noqa: E402
@@ -61,6 +61,35 @@ def cpu_peak_flops():
     return os.cpu_count() * FLOPS_PER_CYCLE * mhz * 1e6, mhz
 
 
+def software():
+    """Backend, versions and thread settings, for the report."""
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        threads = tf.config.threading
+        return (f"TensorFlow {tf.__version__}, Keras {keras.__version__}; "
+                f"threads intra={threads.get_intra_op_parallelism_threads()} "
+                f"inter={threads.get_inter_op_parallelism_threads()} (0 = all cores)")
+    if keras.backend.backend() == "jax":
+        import jax
+
+        devices = ", ".join(sorted({d.device_kind for d in jax.devices()}))
+        return f"JAX {jax.__version__} on {devices}, Keras {keras.__version__}"
+    return f"{keras.backend.backend()}, Keras {keras.__version__}"
+
+
+def on_cpu():
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return jax.devices()[0].platform == "cpu"
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        return not tf.config.list_physical_devices("GPU")
+    return True
+
+
 def build(model_name, precision, steps_per_execution):
     config = TrainConfig(model=model_name, precision=precision, steps_per_execution=steps_per_execution)
     return compile_model(config.build_model(), config)
@@ -80,15 +109,22 @@ def main():
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (args.batch_size * args.window, 100, 100), dtype=np.uint8)
     labels = rng.integers(0, 10, (len(images), 3))
-    dataset = tf_dataset(images, labels, args.batch_size).cache().repeat()
+    if keras.backend.backend() == "tensorflow":
+        dataset = tf_dataset(images, labels, args.batch_size).cache().repeat()
+        window = dict(steps_per_epoch=args.window)
+    else:  # one pass over the window's batches is one window
+        dataset, window = make_input(images, labels, args.batch_size), {}
     models = {v: build(args.model, v, args.steps_per_execution) for v in args.variants}
-    for model in models.values():  # warm-up: trace and first steps
-        model.fit(dataset, steps_per_epoch=args.window // 2, epochs=1, shuffle=False, verbose=0)
+    compile_seconds = {}
+    for variant, model in models.items():  # warm-up: trace, compile and first steps
+        start = time.perf_counter()
+        model.fit(dataset, epochs=1, shuffle=False, verbose=0, **window)
+        compile_seconds[variant] = time.perf_counter() - start
     rates = {v: [] for v in args.variants}
     for _ in range(args.windows):
         for variant, model in models.items():
             start = time.perf_counter()
-            model.fit(dataset, steps_per_epoch=args.window, epochs=1, shuffle=False, verbose=0)
+            model.fit(dataset, epochs=1, shuffle=False, verbose=0, **window)
             rates[variant].append(args.window * args.batch_size / (time.perf_counter() - start))
 
     # Validation as `train` runs it: 10,000 images in batches of 500.
@@ -106,22 +142,24 @@ def main():
 
     forward = multiply_adds(models[args.variants[0]])
     peak, mhz = cpu_peak_flops()
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores at {mhz:.0f} MHz; "
-          f"TensorFlow {tf.__version__}, Keras {keras.__version__}; "
-          f"threads intra={tf.config.threading.get_intra_op_parallelism_threads()} "
-          f"inter={tf.config.threading.get_inter_op_parallelism_threads()} (0 = all cores)")
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores at {mhz:.0f} MHz; {software()}")
     print(f"model {args.model}: {forward / 1e6:.1f} M multiply-adds per image forward, "
           f"~{3 * 2 * forward / 1e6:.0f} MFLOP per image per training step (3 x forward)")
-    print(f"peak assumed: {peak / 1e9:.0f} GFLOP/s ({FLOPS_PER_CYCLE} FP32 FLOP/cycle/core)\n")
-    print("| variant | images/s (median) | windows | % of FP32 peak | 60k-image epoch | validation (10k) |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    if on_cpu():
+        print(f"peak assumed: {peak / 1e9:.0f} GFLOP/s ({FLOPS_PER_CYCLE} FP32 FLOP/cycle/core)")
+    print()
+    print("| variant | images/s (median) | windows | % of FP32 peak | 60k-image epoch | validation (10k) | warm-up window |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     for variant, values in rates.items():
         median = statistics.median(values)
         epoch = 60_000 / median
         evaluation = evaluation_seconds[variant]
+        achieved = 6 * median * forward
+        fraction = f"{100 * achieved / peak:.0f} %" if on_cpu() else f"({achieved / 1e12:.1f} TFLOP/s; CPU only)"
         print(f"| {variant}, steps_per_execution={args.steps_per_execution} | {median:,.0f} | "
-              f"{', '.join(f'{v:,.0f}' for v in values)} | {100 * median * 6 * forward / peak:.0f} % | "
-              f"{epoch:.0f} s | {evaluation:.1f} s ({100 * evaluation / epoch:.0f} % of the epoch) |")
+              f"{', '.join(f'{v:,.0f}' for v in values)} | {fraction} | "
+              f"{epoch:.1f} s | {evaluation:.2f} s ({100 * evaluation / epoch:.0f} % of the epoch) "
+              f"| {compile_seconds[variant]:.0f} s |")
 
 
 if __name__ == "__main__":

@@ -66,6 +66,27 @@ def _speed_options(args):
                 time_limit_minutes=args.time_limit)
 
 
+def _add_recipe_arguments(parser):
+    """Named options beyond the protocol (train and reproduce); the defaults are the protocol's."""
+    from lstm_stn_tf.training import OPTIMIZERS, TrainConfig
+
+    defaults = TrainConfig()
+    group = parser.add_argument_group("options beyond the protocol (each run that uses one is labelled in the results)")
+    group.add_argument("--optimizer", default=defaults.optimizer, choices=list(OPTIMIZERS),
+                       help="default rmsprop (the protocol's); both clip gradients as the protocol does")
+    group.add_argument("--weight-decay", type=float, default=defaults.weight_decay, help="AdamW's weight decay (default 0)")
+    group.add_argument("--warmup-epochs", type=int, default=defaults.warmup_epochs,
+                       help="linear learning-rate warm-up over this many epochs (default 0)")
+    group.add_argument("--label-smoothing", type=float, default=defaults.label_smoothing, help="default 0")
+    group.add_argument("--fresh-clutter", action="store_true",
+                       help="new training images from the same training digits every epoch (augmentation)")
+
+
+def _recipe_options(args):
+    return dict(optimizer=args.optimizer, weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs,
+                label_smoothing=args.label_smoothing, fresh_clutter=args.fresh_clutter)
+
+
 def _train_arguments(parser, demo=False):
     from lstm_stn_tf.training import TrainConfig
 
@@ -79,6 +100,7 @@ def _train_arguments(parser, demo=False):
         parser.add_argument("--n-clutter", type=int, default=defaults.spec["n_clutter"])
         parser.add_argument("--clutter-size", type=int, default=defaults.spec["clutter_size"])
         parser.add_argument("--option", type=_model_option, action="append", default=[], metavar="KEY=VALUE", help="model override, e.g. units=128 (repeatable)")
+        _add_recipe_arguments(parser)
     parser.add_argument("--epochs", type=int, default=DEMO_EPOCHS if demo else defaults.epochs)
     parser.add_argument("--seed", type=int, default=defaults.seed, help="weight initialisation and shuffling seed")
     parser.add_argument("--train-size", type=int, default=defaults.train_size)
@@ -101,6 +123,7 @@ def _config_from(args):
             patience=args.patience,
             spec=dict(n_digits=args.n_digits, canvas_size=args.canvas_size,
                       n_clutter=args.n_clutter, clutter_size=args.clutter_size),
+            **_recipe_options(args),
         )
     return TrainConfig(
         seed=args.seed,
@@ -189,8 +212,10 @@ def cmd_reproduce(args):
 
         print(write_table(args.results_dir, args.readme))
         return
-    overrides = dict(_speed_options(args), **({"epochs": args.epochs} if args.epochs else {}))
-    print(reproduce(args.models, args.seeds, args.runs_dir, args.results_dir, _command_line(), args.readme, **overrides))
+    overrides = dict(_speed_options(args), **_recipe_options(args), mnist_path=args.mnist, data_seed=args.data_seed,
+                     **({"epochs": args.epochs} if args.epochs else {}))
+    print(reproduce(args.models, args.seeds, args.runs_dir, args.results_dir, _command_line(), args.readme,
+                    tag=args.tag, **overrides))
 
 
 def build_parser():
@@ -219,6 +244,10 @@ def build_parser():
     reproduce.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     reproduce.add_argument("--epochs", type=int, help="cap on epochs (default: the protocol's 300); recorded in the table")
     _add_speed_arguments(reproduce)
+    _add_recipe_arguments(reproduce)
+    reproduce.add_argument("--tag", help="added to the run names (<model>-seed<seed>-<tag>), to keep runs of "
+                           "another variant or machine beside the protocol's")
+    _add_data_arguments(reproduce)
     reproduce.add_argument("--runs-dir", default="runs/reproduce")
     reproduce.add_argument("--results-dir", default="results")
     reproduce.add_argument("--readme", default="README.md",

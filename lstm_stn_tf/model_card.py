@@ -56,7 +56,7 @@ def model_card(name, metrics, config, report, shipped=True):
         if shipped
         else f'model = lstm_stn_tf.load_model("{name}/model.keras")   # or: lstm-stn predict image.png --model {name}'
     )
-    changes = variant(config)
+    changes = variant(config, metrics.get("stop_reason"))
     changes = "none" if changes == "protocol" else changes
     stopped = _stop_reason(metrics, config)
     lines = [

@@ -25,21 +25,22 @@ RESULT_FIELDS = (
 )
 
 
-def run_name(model, seed):
-    return f"{model}-seed{seed}"
+def run_name(model, seed, tag=None):
+    return f"{model}-seed{seed}" + (f"-{tag}" if tag else "")
 
 
-def reproduce(models, seeds, runs_dir="runs/reproduce", results_dir="results", command=None, readme=None, **overrides):
+def reproduce(models, seeds, runs_dir="runs/reproduce", results_dir="results", command=None, readme=None, tag=None,
+              **overrides):
     """Trains (or resumes) every model x seed, then regenerates the table.
 
     `overrides` are `TrainConfig` fields (e.g. `epochs=5` for a quick check);
-    they are recorded in each result's `config`.
+    they are recorded in each result's `config`. `tag` suffixes the run names.
     """
     results_dir = pathlib.Path(results_dir)
     TrainConfig(**overrides)  # bad options fail now, not after the first runs
     for model in models:
         for seed in seeds:
-            name = run_name(model, seed)
+            name = run_name(model, seed, tag)
             run_dir = pathlib.Path(runs_dir) / name
             resume = (run_dir / "config.json").exists()
             config = None if resume else TrainConfig(model=model, seed=seed, **overrides)
@@ -61,13 +62,17 @@ def _mean_std(values):
     return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
 
 
-def variant(config):
-    """What a run's `config.json` changed from the protocol ("protocol" if nothing)."""
+def variant(config, stop_reason=None):
+    """What a run changed from the protocol ("protocol" if nothing), from its
+    `config.json` and, for a run its time limit cut short, that."""
     protocol = TrainConfig().__dict__
-    # steps_per_execution changes how batches are dispatched, not what is learned.
-    ignored = ("model", "seed", "mnist_path", "steps_per_execution")
-    changed = {k: v for k, v in config.items() if k not in ignored and v != protocol.get(k)}
-    return ", ".join(f"{k}={v}" for k, v in sorted(changed.items())) or "protocol"
+    # steps_per_execution changes how batches are dispatched, not what is
+    # learned; a time limit changes nothing unless it stopped the run.
+    ignored = ("model", "seed", "mnist_path", "steps_per_execution", "time_limit_minutes")
+    changed = [f"{k}={v}" for k, v in sorted(config.items()) if k not in ignored and v != protocol.get(k)]
+    if stop_reason == "time_limit":
+        changed.append(f"cut at {config['time_limit_minutes']:g} min")
+    return ", ".join(changed) or "protocol"
 
 
 README_START = "<!-- results: generated from results/ by `lstm-stn reproduce --table`; do not edit -->"
@@ -79,7 +84,7 @@ def results_tables(results_dir="results"):
     results = [json.loads(p.read_text(encoding="utf-8")) for p in sorted(pathlib.Path(results_dir).glob("*.json"))]
     groups = {}
     for result in results:
-        groups.setdefault((result["model"], variant(result["config"])), []).append(result)
+        groups.setdefault((result["model"], variant(result["config"], result.get("stop_reason"))), []).append(result)
     lines = [
         "Single-digit and sequence test errors (%) on the protocol's 10,000 test images, of the",
         "best-validation epoch; mean ± std over seeds. Only the *published* column is copied from papers.",
@@ -100,7 +105,7 @@ def results_tables(results_dir="results"):
     for result in results:
         machine = result["machine"]
         lines.append(
-            f"| {result['model']} | {variant(result['config'])} | {result['seed']} | {result['best_epoch']} "
+            f"| {result['model']} | {variant(result['config'], result.get('stop_reason'))} | {result['seed']} | {result['best_epoch']} "
             f"| {result['epochs_run']} | {(result.get('stop_reason') or '?').replace('_', ' ')} "
             f"| {100 * result['single_digit_error']:.2f} "
             f"| {100 * result['sequence_error']:.2f} | {result['train_seconds'] / 60:.0f} min "

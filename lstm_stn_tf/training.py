@@ -5,11 +5,12 @@ global norm of 5; after epoch 30 the learning rate is divided by 1.5 every 10
 epochs; early stopping on validation accuracy with patience 50; the
 best-validation model is kept. A run directory holds `config.json`,
 `history.csv`, `best.keras`, `best.json`, `metrics.json`, TensorBoard `logs/`
-and, while it runs, a `backup/` that `--resume` continues from.
+(where TensorFlow is installed) and, while it runs, a `backup/` that `--resume` continues from.
 """
 
 import csv
 import dataclasses
+import importlib.util
 import json
 import math
 import os
@@ -23,16 +24,15 @@ import typing
 import keras
 from keras import ops
 
-from lstm_stn_tf.data import ClutterSpec, load_splits, make_input
+from lstm_stn_tf.data import ClutterSpec, FreshClutterBatches, load_mnist, load_splits, make_input
 from lstm_stn_tf.errors import UserError
 from lstm_stn_tf.evaluation import evaluate_model, save_inference_model
 from lstm_stn_tf.models import build_model
 from lstm_stn_tf.paths import atomic_path
 
 
-@keras.saving.register_keras_serializable(package="lstm_stn_tf")
-class ClippedRMSprop(keras.optimizers.RMSprop):
-    """RMSprop that clips each gradient element-wise, then by global norm.
+class _ProtocolClipping:
+    """Clips each gradient element-wise, then by global norm.
 
     Keras optimizers accept only one of `clipvalue` and `global_clipnorm`;
     the protocol applies both, in this order.
@@ -56,7 +56,37 @@ class ClippedRMSprop(keras.optimizers.RMSprop):
         return config
 
 
+@keras.saving.register_keras_serializable(package="lstm_stn_tf")
+class ClippedRMSprop(_ProtocolClipping, keras.optimizers.RMSprop):
+    """The protocol's optimizer: RMSprop with its two-stage gradient clipping."""
+
+
+@keras.saving.register_keras_serializable(package="lstm_stn_tf")
+class ClippedAdamW(_ProtocolClipping, keras.optimizers.AdamW):
+    """AdamW (a named option) with the protocol's two-stage gradient clipping."""
+
+
+@keras.saving.register_keras_serializable(package="lstm_stn_tf")
+class SmoothedSparseCrossentropy(keras.losses.Loss):
+    """Cross-entropy against integer labels smoothed towards the uniform distribution.
+
+    Keras's sparse cross-entropy has no label smoothing; the one-hot one has.
+    """
+
+    def __init__(self, label_smoothing=0.1, name="smoothed_sparse_crossentropy", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.label_smoothing = label_smoothing
+
+    def call(self, y_true, y_pred):
+        one_hot = ops.one_hot(ops.cast(y_true, "int32"), ops.shape(y_pred)[-1], dtype=y_pred.dtype)
+        return keras.losses.categorical_crossentropy(one_hot, y_pred, label_smoothing=self.label_smoothing)
+
+    def get_config(self):
+        return dict(super().get_config(), label_smoothing=self.label_smoothing)
+
+
 PRECISIONS = ("float32", "mixed_bfloat16")
+OPTIMIZERS = {"rmsprop": ClippedRMSprop, "adamw": ClippedAdamW}
 
 
 @dataclasses.dataclass
@@ -89,20 +119,31 @@ class TrainConfig:
     # Budget option (not in the protocol): stop after the first epoch that
     # brings the run's total training time past this many minutes.
     time_limit_minutes: typing.Optional[float] = None
+    # Named options beyond the protocol (its values are the defaults); the
+    # results table names every run that changes one.
+    optimizer: str = "rmsprop"  # or "adamw"
+    weight_decay: float = 0.0  # AdamW's decoupled weight decay
+    warmup_epochs: int = 0  # linear learning-rate warm-up over this many epochs
+    label_smoothing: float = 0.0
+    fresh_clutter: bool = False  # new training images from the same digits every epoch
 
     def __post_init__(self):
         if self.precision not in PRECISIONS:
             raise UserError(f"precision={self.precision!r}: expected one of {', '.join(PRECISIONS)}.")
+        if self.optimizer not in OPTIMIZERS:
+            raise UserError(f"optimizer={self.optimizer!r}: expected one of {', '.join(OPTIMIZERS)}.")
+        if self.weight_decay and self.optimizer != "adamw":
+            raise UserError(f"weight_decay={self.weight_decay!r} needs optimizer='adamw' (RMSprop has no decoupled decay).")
         for name in ("epochs", "batch_size", "train_size", "valid_size", "test_size", "patience", "steps_per_execution"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise UserError(f"{name}={value!r}: expected a positive integer.")
-        for name in ("learning_rate", "time_limit_minutes"):
-            value = getattr(self, name)
-            if value is None and name == "time_limit_minutes":
-                continue
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-                raise UserError(f"{name}={value!r}: expected a positive number.")
+            _check_number(name, getattr(self, name), integer=True, minimum=1)
+        _check_number("warmup_epochs", self.warmup_epochs, integer=True, minimum=0)
+        _check_number("learning_rate", self.learning_rate)
+        if self.time_limit_minutes is not None:
+            _check_number("time_limit_minutes", self.time_limit_minutes)
+        _check_number("weight_decay", self.weight_decay, minimum=0)
+        _check_number("label_smoothing", self.label_smoothing, minimum=0, below=1)
+        if not isinstance(self.fresh_clutter, bool):
+            raise UserError(f"fresh_clutter={self.fresh_clutter!r}: expected true or false.")
         self.spec = ClutterSpec(**self.spec).key()
 
     @property
@@ -124,7 +165,9 @@ class TrainConfig:
             keras.config.set_dtype_policy(previous)
 
     def learning_rate_at(self, epoch):
-        """The protocol's step decay; `epoch` counts from 0."""
+        """The protocol's step decay (after the optional warm-up); `epoch` counts from 0."""
+        if epoch < self.warmup_epochs:
+            return self.learning_rate * (epoch + 1) / self.warmup_epochs
         if epoch < self.decay_start:
             return self.learning_rate
         return self.learning_rate / self.decay_factor ** ((epoch - self.decay_start) // self.decay_every + 1)
@@ -133,14 +176,31 @@ class TrainConfig:
         return {"train": self.train_size, "valid": self.valid_size, "test": self.test_size}
 
 
+def _check_number(name, value, integer=False, minimum=None, below=None):
+    """Raises `UserError` unless `value` is a number (an int if `integer`) in range.
+
+    Without `minimum` the number must be positive."""
+    kinds = int if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds) or not (
+        (value > 0 if minimum is None else value >= minimum) and (below is None or value < below)
+    ):
+        kind = "integer" if integer else "number"
+        wanted = f"a positive {kind}" if minimum is None else f"{'an' if integer else 'a'} {kind} >= {minimum}"
+        raise UserError(f"{name}={value!r}: expected {wanted}" + (f" and below {below}." if below else "."))
+
+
 def compile_model(model, config):
+    optimizer_options = {"weight_decay": config.weight_decay} if config.optimizer == "adamw" else {}
+    loss = (SmoothedSparseCrossentropy(config.label_smoothing) if config.label_smoothing
+            else keras.losses.SparseCategoricalCrossentropy())
     model.compile(
-        optimizer=ClippedRMSprop(
+        optimizer=OPTIMIZERS[config.optimizer](
             learning_rate=config.learning_rate,
             clip_value=config.clip_value,
             clip_global_norm=config.clip_global_norm,
+            **optimizer_options,
         ),
-        loss=keras.losses.SparseCategoricalCrossentropy(),
+        loss=loss,
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
         steps_per_execution=config.steps_per_execution,
     )
@@ -315,15 +375,15 @@ def train(config, run_dir, resume=False, verbose=None, command=None):
             keeper,
             keras.callbacks.LearningRateScheduler(config.learning_rate_at),
             keras.callbacks.CSVLogger(str(history), append=True),
-            keras.callbacks.TensorBoard(str(run_dir / "logs")),
             # Kept until metrics.json is written: an interruption during the
             # final test evaluation must not start the training again.
             keras.callbacks.BackupAndRestore(str(backup_dir), double_checkpoint=True, delete_checkpoint=False),
         ]
-        train_images, train_labels = splits["train"]
+        if importlib.util.find_spec("tensorflow"):  # Keras writes its logs with tf.summary
+            callbacks.append(keras.callbacks.TensorBoard(str(run_dir / "logs")))
         valid_images, valid_labels = splits["valid"]
         model.fit(
-            make_input(train_images, train_labels, config.batch_size, shuffle=True, seed=config.seed),
+            training_input(config, splits["train"], first_epoch=done),
             validation_data=make_input(valid_images, valid_labels, batch_size=500),
             epochs=config.epochs,
             shuffle=False,  # the pipeline shuffles
@@ -344,6 +404,17 @@ def train(config, run_dir, resume=False, verbose=None, command=None):
     metrics = write_metrics(run_dir, config, splits["test"], command, keeper.stop_reason(epochs_done, config.epochs))
     shutil.rmtree(backup_dir, ignore_errors=True)
     return metrics
+
+
+def training_input(config, train_split, first_epoch=0):
+    """The shuffled training batches: the protocol's fixed images, or with
+    `fresh_clutter` new images from the same training digits every epoch."""
+    if config.fresh_clutter:
+        digits, digit_labels = load_mnist(config.mnist_path)["train"]
+        return FreshClutterBatches(digits, digit_labels, config.train_size, seed=(config.data_seed, config.seed),
+                                   spec=config.clutter_spec, batch_size=config.batch_size, first_epoch=first_epoch)
+    images, labels = train_split
+    return make_input(images, labels, config.batch_size, shuffle=True, seed=config.seed)
 
 
 def _history_rows(history):

@@ -163,3 +163,19 @@ def test_numpy_path_matches(monkeypatch):
     np.testing.assert_allclose(x, images[:5, :, :, None] / 255.0, atol=1e-7)
     tf_batch = next(iter(make_input(images, labels, batch_size=5)))
     np.testing.assert_allclose(tf_batch[0].numpy(), x, atol=1e-7)
+
+
+def test_fresh_clutter_draws_new_images_each_epoch_and_resumes_them(mnist):
+    from lstm_stn_tf.data import FreshClutterBatches
+
+    digits, digit_labels = mnist["train"]
+    batches = FreshClutterBatches(digits, digit_labels, 20, seed=(0, 1), batch_size=10)
+    first = batches.images.copy()
+    assert len(batches) == 2 and batches[0][0].shape == (10, 100, 100, 1)
+    batches.on_epoch_end()
+    second = batches.images.copy()
+    assert not np.array_equal(first, second)
+    # Every image is a protocol image of the training digits.
+    assert second.shape == first.shape and batches.labels.shape == (20, 3)
+    resumed = FreshClutterBatches(digits, digit_labels, 20, seed=(0, 1), batch_size=10, first_epoch=1)
+    np.testing.assert_array_equal(resumed.images, second)

@@ -175,7 +175,7 @@ def test_a_finished_run_ships_with_its_metrics_and_a_model_card(tmp_path, monkey
     assert card.startswith("# Model card: `tiny`")
     assert f"| Keras, float32 as trained (`metrics.json`) | 100 | {100 * metrics['single_digit_error']:.2f} %" in card
     assert "| TFLite int8 (`model_int8.tflite`) | 20 |" in card
-    assert "stopped by its time limit" in card and "time_limit_minutes=1e-06" in card
+    assert "stopped by its time limit" in card and "cut at 1e-06 min" in card
     assert "What it cannot do" in card and "`lstm-stn train ...`" in card
 
     # Shipped models load by name, from Python and from the command line.

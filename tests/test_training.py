@@ -1,5 +1,6 @@
 import json
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -39,6 +40,62 @@ def test_learning_rate_schedule():
     config = TrainConfig()
     rates = [config.learning_rate_at(epoch) for epoch in (0, 29, 30, 39, 40, 50)]
     np.testing.assert_allclose(rates, [5e-4, 5e-4, 5e-4 / 1.5, 5e-4 / 1.5, 5e-4 / 1.5**2, 5e-4 / 1.5**3])
+    warm = TrainConfig(warmup_epochs=4)
+    np.testing.assert_allclose([warm.learning_rate_at(e) for e in (0, 3, 4, 30)], [1.25e-4, 5e-4, 5e-4, 5e-4 / 1.5])
+
+
+def test_adamw_clips_like_the_protocol_and_round_trips():
+    optimizer = training.ClippedAdamW(weight_decay=1e-4)
+    clipped = optimizer._clip_gradients([ops.full((100,), 2.0)])
+    np.testing.assert_allclose(ops.convert_to_numpy(clipped[0]), np.full(100, 0.5), rtol=1e-6)
+    restored = training.ClippedAdamW.from_config(optimizer.get_config())
+    assert restored.clip_value == 1.0 and restored.weight_decay == pytest.approx(1e-4)
+
+
+def test_label_smoothing_loss_matches_the_one_hot_formula():
+    probabilities = np.array([[[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]]], "float32")
+    labels = np.array([[0, 2]])
+    loss = training.SmoothedSparseCrossentropy(0.3)
+    targets = np.array([[[0.8, 0.1, 0.1], [0.1, 0.1, 0.8]]])  # 0.7 * one-hot + 0.3 / 3
+    expected = np.mean(-np.sum(targets * np.log(probabilities), axis=-1))
+    assert float(loss(labels, probabilities)) == pytest.approx(expected, rel=1e-5)
+    assert training.SmoothedSparseCrossentropy.from_config(loss.get_config()).label_smoothing == 0.3
+    # Without smoothing it is the protocol's sparse cross-entropy.
+    plain = float(training.SmoothedSparseCrossentropy(0.0)(labels, probabilities))
+    assert plain == pytest.approx(float(training.keras.losses.SparseCategoricalCrossentropy()(labels, probabilities)), rel=1e-5)
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (dict(optimizer="sgd"), "optimizer='sgd': expected one of rmsprop, adamw"),
+        (dict(weight_decay=1e-4), "needs optimizer='adamw'"),
+        (dict(label_smoothing=1.0), "label_smoothing=1.0: expected a number >= 0 and below 1"),
+        (dict(warmup_epochs=-1), "warmup_epochs=-1: expected an integer >= 0"),
+        (dict(fresh_clutter="yes"), "fresh_clutter='yes': expected true or false"),
+    ],
+)
+def test_bad_recipe_options_are_refused(options, message):
+    with pytest.raises(training.UserError, match=message.replace("(", r"\(")):
+        TrainConfig(**options)
+
+
+def test_named_options_train_and_are_labelled_in_the_table(tmp_path, monkeypatch):
+    from lstm_stn_tf.data import FreshClutterBatches
+    from lstm_stn_tf.reproduce import reproduce
+
+    epochs_drawn = []
+    draw = FreshClutterBatches._draw
+    monkeypatch.setattr(FreshClutterBatches, "_draw", lambda self: epochs_drawn.append(self.epoch) or draw(self))
+    table = reproduce(["lstm_stn"], [0], tmp_path / "runs", tmp_path / "results", command="test", tag="options",
+                      optimizer="adamw", weight_decay=1e-4, warmup_epochs=1, label_smoothing=0.1, fresh_clutter=True,
+                      **{k: v for k, v in dict(TINY, epochs=2).items() if k != "model"})
+    result = json.loads((tmp_path / "results" / "lstm_stn-seed0-options.json").read_text())
+    assert result["epochs_run"] == 2 and np.isfinite(result["single_digit_error"])
+    assert epochs_drawn[:2] == [0, 1]  # fit asks for new images after each epoch
+    row = next(line for line in table.splitlines() if line.startswith("| lstm_stn |"))
+    for option in ("optimizer=adamw", "weight_decay=0.0001", "warmup_epochs=1", "label_smoothing=0.1", "fresh_clutter=True"):
+        assert option in row
 
 
 @pytest.fixture(scope="module")
@@ -169,6 +226,15 @@ def test_readme_results_are_generated_from_results_folder():
     readme = (repository / "README.md").read_text()
     section = readme.split(README_START + "\n", 1)[1].split(README_END, 1)[0]
     assert section == results_tables(repository / "results"), "run: lstm-stn reproduce --table"
+
+
+def test_variant_names_a_time_limit_only_where_it_cut_the_run():
+    from lstm_stn_tf.reproduce import variant
+
+    config = dict(TrainConfig(time_limit_minutes=60, steps_per_execution=10).__dict__)
+    assert variant(config, "early_stopping") == "protocol"
+    assert variant(config, "time_limit") == "cut at 60 min"
+    assert variant(dict(config, precision="mixed_bfloat16"), "time_limit") == "precision=mixed_bfloat16, cut at 60 min"
 
 
 def test_time_limit_stops_after_the_epoch_that_passes_it(tmp_path, capsys):

@@ -3,6 +3,7 @@
 from lstm_stn_tf.data.cluttered import SPLIT_SIZES, ClutterSpec, generate
 from lstm_stn_tf.data.mnist import load_mnist
 from lstm_stn_tf.data.pipeline import (
+    FreshClutterBatches,
     SequenceBatches,
     load_split,
     load_splits,
@@ -14,6 +15,7 @@ from lstm_stn_tf.data.pipeline import (
 __all__ = [
     "SPLIT_SIZES",
     "ClutterSpec",
+    "FreshClutterBatches",
     "SequenceBatches",
     "generate",
     "load_mnist",

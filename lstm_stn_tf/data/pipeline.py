@@ -99,7 +99,7 @@ class SequenceBatches(keras.utils.PyDataset):
         self.batch_size, self.shuffle = batch_size, shuffle
         self._rng = np.random.default_rng(seed)
         self._order = np.arange(len(images))
-        self.on_epoch_end()
+        self._reshuffle()
 
     def __len__(self):
         return -(-len(self.images) // self.batch_size)
@@ -112,8 +112,34 @@ class SequenceBatches(keras.utils.PyDataset):
         return batch, np.asarray(self.labels[rows], np.int32)
 
     def on_epoch_end(self):
+        self._reshuffle()
+
+    def _reshuffle(self):
         if self.shuffle:
             self._rng.shuffle(self._order)
+
+
+class FreshClutterBatches(SequenceBatches):
+    """Training batches drawn anew every epoch from the same digits (the
+    `fresh_clutter` option): new placements, slopes, clutter and digit triples.
+
+    Epoch `e` draws from `SeedSequence([*seed, e])`, so a resumed run sees the
+    images it would have seen.
+    """
+
+    def __init__(self, digits, digit_labels, count, seed, spec=ClutterSpec(), batch_size=100, first_epoch=0, **kwargs):
+        self._source = (digits, digit_labels, count, tuple(np.atleast_1d(seed).tolist()), spec)
+        self.epoch = first_epoch
+        super().__init__(*self._draw(), batch_size=batch_size, shuffle=True, seed=self._source[3], **kwargs)
+
+    def _draw(self):
+        digits, digit_labels, count, seed, spec = self._source
+        return generate(digits, digit_labels, count, np.random.SeedSequence([*seed, self.epoch]), spec)
+
+    def on_epoch_end(self):
+        self.epoch += 1
+        self.images, self.labels = self._draw()
+        self._reshuffle()
 
 
 def make_input(images, labels=None, batch_size=100, shuffle=False, seed=None):
