@@ -23,6 +23,8 @@ def load_model(path):
         raise UserError(f"{path}: no such file or run directory.")
     elif path.suffix != ".keras":
         raise UserError(f"{path}: expected a .keras file or a run directory.")
+    import lstm_stn_tf.training  # noqa: F401  (registers the optimizers and loss a compiled model names)
+
     try:
         return keras.saving.load_model(path)
     except Exception as error:  # Keras raises many types for a damaged file

@@ -35,6 +35,8 @@ SCRIPT = textwrap.dedent(
     history = model.fit(batches, epochs=2, verbose=0)
     assert np.all(np.isfinite(history.history["loss"]))
     model.save_weights("{weights}")
+    model.save("{saved}")
+    np.savez("{expected}", images=images[:4, :, :, None] / 255.0, probabilities=model.predict(images[:4, :, :, None] / 255.0, verbose=0))
     outputs = attention_model(model)(images[:2, :, :, None] / 255.0)
     assert outputs["transforms"].shape == (2, 1, 2, 3)
     print("jax ok")
@@ -43,11 +45,21 @@ SCRIPT = textwrap.dedent(
 
 
 def test_jax_backend_trains_and_saves(tmp_path):
-    weights = tmp_path / "model.weights.h5"
+    weights, saved, expected = tmp_path / "model.weights.h5", tmp_path / "model.keras", tmp_path / "expected.npz"
     env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu")
     result = subprocess.run(
-        [sys.executable, "-c", SCRIPT.format(weights=weights)], capture_output=True, text=True, env=env, timeout=600
+        [sys.executable, "-c", SCRIPT.format(weights=weights, saved=saved, expected=expected)],
+        capture_output=True, text=True, env=env, timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "jax ok" in result.stdout
     assert weights.stat().st_size > 0
+
+    # What a GPU trains with JAX, this backend loads and computes alike (for export).
+    import numpy as np
+
+    from lstm_stn_tf import load_model
+
+    model = load_model(saved)
+    with np.load(expected) as arrays:
+        np.testing.assert_allclose(model.predict(arrays["images"], verbose=0), arrays["probabilities"], atol=1e-5)
