@@ -135,7 +135,7 @@ class TrainConfig:
         if self.weight_decay and self.optimizer != "adamw":
             raise UserError(f"weight_decay={self.weight_decay!r} needs optimizer='adamw' (RMSprop has no decoupled decay).")
         for name in ("epochs", "batch_size", "train_size", "valid_size", "test_size", "patience", "steps_per_execution"):
-            _check_number(name, getattr(self, name), integer=True, minimum=1)
+            _check_number(name, getattr(self, name), integer=True)
         _check_number("warmup_epochs", self.warmup_epochs, integer=True, minimum=0)
         _check_number("learning_rate", self.learning_rate)
         if self.time_limit_minutes is not None:
