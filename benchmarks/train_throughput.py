@@ -104,7 +104,14 @@ def main():
     parser.add_argument("--steps-per-execution", type=int, default=1)
     parser.add_argument("--window", type=int, default=30, help="batches per timed window")
     parser.add_argument("--windows", type=int, default=5)
+    parser.add_argument("--threads", type=int, nargs=2, metavar=("INTRA", "INTER"),
+                        help="TensorFlow's intra- and inter-op thread pools (default: its own, 0 0 = all cores)")
     args = parser.parse_args()
+    if args.threads:
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads[0])
+        tf.config.threading.set_inter_op_parallelism_threads(args.threads[1])
 
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (args.batch_size * args.window, 100, 100), dtype=np.uint8)
