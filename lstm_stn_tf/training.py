@@ -349,7 +349,9 @@ def train(config, run_dir, resume=False, verbose=None, command=None):
             f"{run_dir} already holds a run; use --resume {run_dir} to continue it, "
             "or choose another --run-dir."
         )
-    splits = load_splits(config.sizes(), config.data_seed, config.clutter_spec, config.mnist_path)
+    # With fresh clutter the fixed training images are never read: not loaded, generated or cached.
+    names = [split for split in config.sizes() if not (config.fresh_clutter and split == "train")]
+    splits = load_splits(config.sizes(), config.data_seed, config.clutter_spec, config.mnist_path, names=names)
     keras.utils.set_random_seed(config.seed)
     model = compile_model(config.build_model(), config)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -383,7 +385,7 @@ def train(config, run_dir, resume=False, verbose=None, command=None):
             callbacks.append(keras.callbacks.TensorBoard(str(run_dir / "logs")))
         valid_images, valid_labels = splits["valid"]
         model.fit(
-            training_input(config, splits["train"], first_epoch=done),
+            training_input(config, splits.get("train"), first_epoch=done),
             validation_data=make_input(valid_images, valid_labels, batch_size=500),
             epochs=config.epochs,
             shuffle=False,  # the pipeline shuffles

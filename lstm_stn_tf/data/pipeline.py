@@ -45,17 +45,15 @@ def load_split(split, size=None, seed=0, spec=ClutterSpec(), mnist=load_mnist, c
     return images, sequence_labels
 
 
-def load_splits(sizes=None, seed=0, spec=ClutterSpec(), mnist_path=None):
-    """`{"train", "valid", "test"}` -> `(images, labels)`; `sizes` maps split -> size.
+def load_splits(sizes=None, seed=0, spec=ClutterSpec(), mnist_path=None, names=tuple(SPLIT_SIZES)):
+    """`{"train", "valid", "test"}` (or the splits in `names`) -> `(images, labels)`;
+    `sizes` maps split -> size.
 
     MNIST is read only if some split is not cached yet, and then only once.
     """
     sizes = sizes or {}
     mnist = functools.cache(lambda: load_mnist(mnist_path))
-    return {
-        split: load_split(split, sizes.get(split), seed, spec, mnist=mnist)
-        for split in SPLIT_SIZES
-    }
+    return {split: load_split(split, sizes.get(split), seed, spec, mnist=mnist) for split in names}
 
 
 def to_model_input(images):
