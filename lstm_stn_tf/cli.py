@@ -165,11 +165,12 @@ def cmd_train(args):
 def cmd_evaluate(args):
     import pathlib
 
-    from lstm_stn_tf.evaluation import evaluate_model, load_model, model_split, write_json
+    from lstm_stn_tf.evaluation import evaluate_model, load_model, model_split, model_split_digit_corners, write_json
 
     model = load_model(args.model)
     images, labels = model_split(args.model, model, args.split, args.size, args.data_seed, args.mnist)
-    metrics = evaluate_model(model, images, labels)
+    corners = model_split_digit_corners(args.model, model, args.split, args.size, args.data_seed)
+    metrics = evaluate_model(model, images, labels, digit_corners=corners)
     metrics.update(model=str(args.model), split=args.split, command=_command_line())
     source = pathlib.Path(args.model)
     default_out = source / f"evaluation-{args.split}.json" if source.is_dir() else source.with_name(f"{source.stem}-{args.split}.json")

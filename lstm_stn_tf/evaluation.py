@@ -40,25 +40,38 @@ def load_pretrained(name="lstm_stn"):
     return load_model(shipped_model(name))
 
 
-def model_split(source, model, split="test", size=None, data_seed=0, mnist_path=None):
-    """The cluttered split a model is judged on: `(images, labels)`.
+def _split_settings(source, model, data_seed, mnist_path):
+    """`(spec, data_seed, mnist_path)` of the data a model is judged on.
 
     For a run directory (or a `.keras` file with a run's `config.json` beside
     it: `best.keras`, an export, a shipped model), the data settings of that
     `config.json`; otherwise the protocol's with the model's canvas and digit count.
     """
-    from lstm_stn_tf.data import ClutterSpec, load_mnist, load_split
+    from lstm_stn_tf.data import ClutterSpec
 
     path = model_source(source)
     # A run directory's own settings; an exported or shipped model keeps its run's beside it.
     config_path = path / "config.json" if path.is_dir() else path.parent / "config.json"
     config = json.loads(config_path.read_text()) if config_path.exists() else {}
     if "spec" in config and "data_seed" in config:
-        spec, data_seed = ClutterSpec(**config["spec"]), config["data_seed"]
-        mnist_path = mnist_path or config.get("mnist_path")
-    else:
-        spec = ClutterSpec(n_digits=model.output.shape[1], canvas_size=model.input.shape[1])
+        return ClutterSpec(**config["spec"]), config["data_seed"], mnist_path or config.get("mnist_path")
+    return ClutterSpec(n_digits=model.output.shape[1], canvas_size=model.input.shape[1]), data_seed, mnist_path
+
+
+def model_split(source, model, split="test", size=None, data_seed=0, mnist_path=None):
+    """The cluttered split a model is judged on: `(images, labels)` (see `_split_settings`)."""
+    from lstm_stn_tf.data import load_mnist, load_split
+
+    spec, data_seed, mnist_path = _split_settings(source, model, data_seed, mnist_path)
     return load_split(split, size, data_seed, spec, mnist=lambda: load_mnist(mnist_path))
+
+
+def model_split_digit_corners(source, model, split="test", size=None, data_seed=0):
+    """Where the digits of `model_split`'s images are: `(N, n_digits, 2)` top-left (y, x)."""
+    from lstm_stn_tf.data import split_digit_corners
+
+    spec, data_seed, _ = _split_settings(source, model, data_seed, None)
+    return split_digit_corners(split, size, data_seed, spec)
 
 
 def _rebuilt(model, config):
@@ -99,7 +112,8 @@ def predict_probabilities(model, images, batch_size=500):
 
 
 def error_metrics(probabilities, labels):
-    """Single-digit error, sequence error and the confusion matrix (true x predicted)."""
+    """Single-digit error (overall and per position), sequence error and the
+    confusion matrix (true x predicted)."""
     predicted = np.argmax(probabilities, axis=-1)
     labels = np.asarray(labels)
     if predicted.shape != labels.shape:
@@ -113,23 +127,72 @@ def error_metrics(probabilities, labels):
     return {
         "single_digit_error": float(wrong.mean()),
         "sequence_error": float(wrong.any(axis=1).mean()),
+        "digit_error_by_position": wrong.mean(axis=0).tolist(),
         "n_images": int(labels.shape[0]),
         "n_digits": int(labels.size),
         "confusion_matrix": confusion.tolist(),
     }
 
 
-def evaluate_model(model, images, labels, batch_size=500):
-    return error_metrics(predict_probabilities(model, images, batch_size), labels)
+def attention_metrics(transforms, digit_corners, image_size):
+    """Are the steps reading the digits, in order? Per step, the fraction of images where
+
+    - `glimpse_centre_on_digit`: the glimpse's centre lies inside that step's
+      digit (its 28 x 28 box), i.e. the glimpse is centred on it;
+    - `digit_centre_in_glimpse`: that step's digit's centre lies inside the
+      glimpse (the parallelogram the transform samples), i.e. the glimpse sees it.
+
+    Args:
+        transforms: `(N, steps, 2, 3)` from output coordinates in [-1, 1] to
+            source coordinates in [-1, 1] (pixel centres, as the grid generator).
+        digit_corners: int `(N, steps, 2)` top-left `(y, x)` of each digit.
+        image_size: `(height, width)`.
+    """
+    from lstm_stn_tf.data.cluttered import DIGIT_SIZE
+
+    transforms = np.asarray(transforms, np.float64)
+    pixels_per_unit = (np.array(image_size[::-1], np.float64) - 1.0) / 2.0  # (x, y)
+    digit_centre = np.asarray(digit_corners, np.float64)[..., ::-1] + (DIGIT_SIZE - 1) / 2.0
+    glimpse_centre = (transforms[..., 2] + 1.0) * pixels_per_unit
+    # The box spans its pixels' outer edges: half a digit either side of its centre.
+    centred = np.all(np.abs(glimpse_centre - digit_centre) <= DIGIT_SIZE / 2.0, axis=-1)
+    offset = digit_centre / pixels_per_unit - 1.0 - transforms[..., 2]
+    in_glimpse = np.linalg.solve(transforms[..., :2], offset[..., None])[..., 0]
+    seen = np.all(np.abs(in_glimpse) <= 1.0, axis=-1)
+    return {"glimpse_centre_on_digit": centred.mean(axis=0).tolist(),
+            "digit_centre_in_glimpse": seen.mean(axis=0).tolist()}
+
+
+def _reads_one_glimpse_per_digit(model):
+    names = {layer.name for layer in model.layers}
+    return "transforms" in names and model.get_layer("transforms").output.shape[1] == model.output.shape[1]
+
+
+def evaluate_model(model, images, labels, batch_size=500, digit_corners=None):
+    """`error_metrics`; with the digits' `digit_corners` and a model that takes
+    one glimpse per digit, also its `attention_metrics`."""
+    if digit_corners is None or not _reads_one_glimpse_per_digit(model):
+        return error_metrics(predict_probabilities(model, images, batch_size), labels)
+    with_transforms = keras.Model(model.input, [model.output, model.get_layer("transforms").output])
+    probabilities, transforms = with_transforms.predict(make_input(images, batch_size=batch_size), verbose=0)
+    metrics = error_metrics(probabilities, labels)
+    return {**metrics, **attention_metrics(transforms, digit_corners, images.shape[1:3])}
 
 
 def format_metrics(metrics):
     """A short plain-text table."""
     lines = [
-        f"images                {metrics['n_images']:>8}",
-        f"digits                {metrics['n_digits']:>8}",
-        f"single-digit error    {100 * metrics['single_digit_error']:>7.2f} %",
-        f"sequence error        {100 * metrics['sequence_error']:>7.2f} %",
+        f"images                   {metrics['n_images']:>8}",
+        f"digits                   {metrics['n_digits']:>8}",
+        f"single-digit error       {100 * metrics['single_digit_error']:>7.2f} %",
+        f"sequence error           {100 * metrics['sequence_error']:>7.2f} %",
+    ]
+    by_step = {"error by position": metrics.get("digit_error_by_position"),
+               "glimpse centred on digit": metrics.get("glimpse_centre_on_digit"),
+               "digit seen by glimpse": metrics.get("digit_centre_in_glimpse")}
+    lines += [f"{label:<24}" + "".join(f" {100 * value:>7.2f} %" for value in values)
+              for label, values in by_step.items() if values]
+    lines += [
         "",
         "confusion (rows: true digit, columns: predicted)",
         "      " + "".join(f"{d:>6}" for d in range(10)),

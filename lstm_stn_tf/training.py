@@ -24,7 +24,7 @@ import typing
 import keras
 from keras import ops
 
-from lstm_stn_tf.data import ClutterSpec, FreshClutterBatches, load_mnist, load_splits, make_input
+from lstm_stn_tf.data import ClutterSpec, FreshClutterBatches, load_mnist, load_splits, make_input, split_digit_corners
 from lstm_stn_tf.errors import UserError
 from lstm_stn_tf.evaluation import evaluate_model, save_inference_model
 from lstm_stn_tf.models import build_model
@@ -441,7 +441,8 @@ def write_metrics(run_dir, config, test_split, command=None, stop_reason=None):
     """Evaluates `best.keras` on the test split and writes `metrics.json`."""
     run_dir = pathlib.Path(run_dir)
     model = keras.saving.load_model(run_dir / "best.keras")
-    metrics = evaluate_model(model, *test_split)
+    corners = split_digit_corners("test", config.test_size, config.data_seed, config.clutter_spec)
+    metrics = evaluate_model(model, *test_split, digit_corners=corners)
     rows = _history_rows(run_dir / "history.csv")
     best = json.loads((run_dir / "best.json").read_text())
     seconds = _epoch_seconds(rows)

@@ -125,7 +125,13 @@ def test_evaluate_command(easy_run, capsys):
     assert cli.main(["evaluate", str(run_dir), "--size", "1000"]) == 0
     written = json.loads((run_dir / "evaluation-test.json").read_text())
     assert written["single_digit_error"] == pytest.approx(metrics["single_digit_error"])
-    assert "single-digit error" in capsys.readouterr().out
+    n_digits = EASY["spec"]["n_digits"]
+    for name in ("digit_error_by_position", "glimpse_centre_on_digit", "digit_centre_in_glimpse"):
+        assert len(written[name]) == n_digits, name
+    out = capsys.readouterr().out
+    assert "single-digit error" in out and "digit seen by glimpse" in out
+    # Training's own test evaluation reports the same diagnostics.
+    assert len(metrics["digit_centre_in_glimpse"]) == n_digits
 
 
 def test_resume_after_an_interruption(tmp_path, monkeypatch):

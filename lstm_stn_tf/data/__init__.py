@@ -8,6 +8,7 @@ from lstm_stn_tf.data.pipeline import (
     load_split,
     load_splits,
     make_input,
+    split_digit_corners,
     tf_dataset,
     to_model_input,
 )
@@ -22,6 +23,7 @@ __all__ = [
     "load_split",
     "load_splits",
     "make_input",
+    "split_digit_corners",
     "tf_dataset",
     "to_model_input",
 ]

@@ -95,19 +95,10 @@ def generate(digit_images, digit_labels, count, seed, spec=ClutterSpec()):
     n_clutter, patch = spec.n_clutter, spec.clutter_size
     pool = len(digit_images)
 
-    picks = rng.integers(0, pool, size=(count, n_digits))
-    centre = (size - n_digits * DIGIT_SIZE) // 2
-    shift = min(spec.max_shift, centre)
-    x0 = centre + rng.integers(-shift, shift + 1, size=count)
-    y0 = rng.integers(0, size - DIGIT_SIZE + 1, size=count)
-    slope = rng.integers(-spec.max_slope, spec.max_slope + 1, size=count)
+    picks, digit_y, digit_x = _draw_layout(rng, count, pool, spec)
     clutter_source = rng.integers(0, pool, size=(count, n_clutter))
     clutter_from = rng.integers(0, DIGIT_SIZE - patch + 1, size=(count, n_clutter, 2))
     clutter_to = rng.integers(0, size - patch + 1, size=(count, n_clutter, 2))
-
-    steps = np.arange(n_digits)
-    digit_x = x0[:, None] + DIGIT_SIZE * steps
-    digit_y = np.clip(y0[:, None] + slope[:, None] * steps, 0, size - DIGIT_SIZE)
     patches = sliding_window_view(digit_images, (patch, patch), axis=(1, 2))
 
     images = np.empty((count, size, size), np.uint8)
@@ -130,6 +121,30 @@ def generate(digit_images, digit_labels, count, seed, spec=ClutterSpec()):
         images[rows] = canvas
     labels = np.asarray(digit_labels, np.uint8)[picks]
     return images, labels
+
+
+def _draw_layout(rng, count, pool, spec):
+    """The first draws of `generate`: digit picks and each digit's top-left (y, x)."""
+    n_digits, size = spec.n_digits, spec.canvas_size
+    picks = rng.integers(0, pool, size=(count, n_digits))
+    centre = (size - n_digits * DIGIT_SIZE) // 2
+    shift = min(spec.max_shift, centre)
+    x0 = centre + rng.integers(-shift, shift + 1, size=count)
+    y0 = rng.integers(0, size - DIGIT_SIZE + 1, size=count)
+    slope = rng.integers(-spec.max_slope, spec.max_slope + 1, size=count)
+    steps = np.arange(n_digits)
+    digit_x = x0[:, None] + DIGIT_SIZE * steps
+    digit_y = np.clip(y0[:, None] + slope[:, None] * steps, 0, size - DIGIT_SIZE)
+    return picks, digit_y, digit_x
+
+
+def digit_corners(count, seed, pool, spec=ClutterSpec()):
+    """Where `generate` puts the digits: top-left pixel `(y, x)` of each
+    28 x 28 digit, int `(count, n_digits, 2)`, for the same `count`, `seed`,
+    `spec` and number of source digits `pool`. Replays the draws; draws no image.
+    """
+    _, digit_y, digit_x = _draw_layout(np.random.Generator(np.random.PCG64(seed)), count, pool, spec)
+    return np.stack([digit_y, digit_x], axis=-1)
 
 
 def split_seed(seed, split):

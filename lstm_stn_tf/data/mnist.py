@@ -27,6 +27,7 @@ logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "valid", "test")
 TRAIN_SIZE = 50_000  # the first 50,000 official training images; the rest is valid
+DIGITS_PER_SPLIT = {"train": TRAIN_SIZE, "valid": 60_000 - TRAIN_SIZE, "test": 10_000}
 
 IDX_FILES = {
     "train-images-idx3-ubyte.gz": "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
@@ -188,12 +189,11 @@ def _from_mirror():
 
 
 def _check(splits):
-    expected = {"train": 50_000, "valid": 10_000, "test": 10_000}
     for split, (images, labels) in splits.items():
-        if images.shape != (expected[split], 28, 28) or labels.shape != (expected[split],):
+        if images.shape != (DIGITS_PER_SPLIT[split], 28, 28) or labels.shape != (DIGITS_PER_SPLIT[split],):
             raise UserError(
                 f"MNIST {split} split has images {images.shape} and labels "
-                f"{labels.shape}; expected ({expected[split]}, 28, 28) and ({expected[split]},)."
+                f"{labels.shape}; expected ({DIGITS_PER_SPLIT[split]}, 28, 28) and ({DIGITS_PER_SPLIT[split]},)."
             )
     return {
         split: (np.ascontiguousarray(images, np.uint8), labels.astype(np.uint8))

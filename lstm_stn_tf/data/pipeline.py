@@ -6,8 +6,8 @@ import logging
 import keras
 import numpy as np
 
-from lstm_stn_tf.data.cluttered import SPLIT_SIZES, ClutterSpec, dataset_key, generate, split_seed
-from lstm_stn_tf.data.mnist import load_mnist
+from lstm_stn_tf.data.cluttered import SPLIT_SIZES, ClutterSpec, dataset_key, digit_corners, generate, split_seed
+from lstm_stn_tf.data.mnist import DIGITS_PER_SPLIT, load_mnist
 from lstm_stn_tf.errors import UserError
 from lstm_stn_tf.paths import atomic_path, cache_dir
 
@@ -25,11 +25,7 @@ def load_split(split, size=None, seed=0, spec=ClutterSpec(), mnist=load_mnist, c
         mnist: a function returning the output of `load_mnist`.
         cache: read and write `<cache>/cluttered/<key>.npz`.
     """
-    if split not in SPLIT_SIZES:
-        raise UserError(f"split={split!r}: expected one of {', '.join(SPLIT_SIZES)}.")
-    size = SPLIT_SIZES[split] if size is None else size
-    if not isinstance(size, (int, np.integer)) or size < 1:
-        raise UserError(f"size={size!r}: expected a positive number of images.")
+    size = _split_size(split, size)
     path = cache_dir() / "cluttered" / f"{dataset_key(split, size, seed, spec)}.npz"
     if cache and path.exists():
         try:
@@ -43,6 +39,22 @@ def load_split(split, size=None, seed=0, spec=ClutterSpec(), mnist=load_mnist, c
         with atomic_path(path) as temporary:
             np.savez(temporary, images=images, labels=sequence_labels)
     return images, sequence_labels
+
+
+def _split_size(split, size):
+    if split not in SPLIT_SIZES:
+        raise UserError(f"split={split!r}: expected one of {', '.join(SPLIT_SIZES)}.")
+    size = SPLIT_SIZES[split] if size is None else size
+    if not isinstance(size, (int, np.integer)) or size < 1:
+        raise UserError(f"size={size!r}: expected a positive number of images.")
+    return size
+
+
+def split_digit_corners(split, size=None, seed=0, spec=ClutterSpec()):
+    """Top-left `(y, x)` of every digit in the images `load_split` returns for
+    the same arguments: int `(N, n_digits, 2)`, without reading MNIST."""
+    size = _split_size(split, size)
+    return digit_corners(size, split_seed(seed, split), DIGITS_PER_SPLIT[split], spec)
 
 
 def load_splits(sizes=None, seed=0, spec=ClutterSpec(), mnist_path=None, names=tuple(SPLIT_SIZES)):
