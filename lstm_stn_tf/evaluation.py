@@ -140,7 +140,10 @@ def attention_metrics(transforms, digit_corners, image_size):
     - `glimpse_centre_on_digit`: the glimpse's centre lies inside that step's
       digit (its 28 x 28 box), i.e. the glimpse is centred on it;
     - `digit_centre_in_glimpse`: that step's digit's centre lies inside the
-      glimpse (the parallelogram the transform samples), i.e. the glimpse sees it.
+      glimpse (the parallelogram the transform samples), i.e. the glimpse sees it;
+
+    and `glimpse_extent_pixels`, the median `[width, height]` in image pixels
+    that the glimpse's rows and columns span (33 x 33 at scale 33/100).
 
     Args:
         transforms: `(N, steps, 2, 3)` from output coordinates in [-1, 1] to
@@ -159,8 +162,11 @@ def attention_metrics(transforms, digit_corners, image_size):
     offset = digit_centre / pixels_per_unit - 1.0 - transforms[..., 2]
     in_glimpse = np.linalg.solve(transforms[..., :2], offset[..., None])[..., 0]
     seen = np.all(np.abs(in_glimpse) <= 1.0, axis=-1)
+    # Each output axis (a column of the 2 x 2 part) spans 2 units of the output.
+    extent = 2.0 * np.linalg.norm(transforms[..., :2] * pixels_per_unit[:, None], axis=-2)
     return {"glimpse_centre_on_digit": centred.mean(axis=0).tolist(),
-            "digit_centre_in_glimpse": seen.mean(axis=0).tolist()}
+            "digit_centre_in_glimpse": seen.mean(axis=0).tolist(),
+            "glimpse_extent_pixels": np.median(extent, axis=0).tolist()}
 
 
 def _reads_one_glimpse_per_digit(model):
@@ -192,6 +198,9 @@ def format_metrics(metrics):
                "digit seen by glimpse": metrics.get("digit_centre_in_glimpse")}
     lines += [f"{label:<24}" + "".join(f" {100 * value:>7.2f} %" for value in values)
               for label, values in by_step.items() if values]
+    if "glimpse_extent_pixels" in metrics:
+        lines.append(f"{'glimpse w x h (pixels)':<24}" + "".join(
+            f" {f'{width:.0f} x {height:.0f}':>9}" for width, height in metrics["glimpse_extent_pixels"]))
     lines += [
         "",
         "confusion (rows: true digit, columns: predicted)",

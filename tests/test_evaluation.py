@@ -35,7 +35,9 @@ def test_glimpses_centred_on_their_digits(digit_centres):
     corners, x, y = digit_centres
 
     def metrics(transforms):
-        return attention_metrics(transforms, corners, (100, 100))
+        found = attention_metrics(transforms, corners, (100, 100))
+        np.testing.assert_allclose(found.pop("glimpse_extent_pixels"), [[0.33 * 99, 0.33 * 99]] * 3)
+        return found
 
     assert metrics(_transforms(x, y)) == {"glimpse_centre_on_digit": [1, 1, 1], "digit_centre_in_glimpse": [1, 1, 1]}
     # Just inside and just outside the digit's right edge (its last pixel ends
@@ -54,5 +56,8 @@ def test_digit_in_a_rotated_glimpse(digit_centres):
     rotated = ((0.0, -0.2), (0.5, 0.0))
     below = attention_metrics(_transforms(x, y + 20, rotated), corners, (100, 100))
     beside = attention_metrics(_transforms(x + 12, y, rotated), corners, (100, 100))
+    # Its rows span 0.5 * 99 pixels of the image, its columns 0.2 * 99.
+    np.testing.assert_allclose(below.pop("glimpse_extent_pixels"), [[0.5 * 99, 0.2 * 99]] * 3)
+    beside.pop("glimpse_extent_pixels")
     assert below == {"glimpse_centre_on_digit": [0, 0, 0], "digit_centre_in_glimpse": [1, 1, 1]}
     assert beside == {"glimpse_centre_on_digit": [1, 1, 1], "digit_centre_in_glimpse": [0, 0, 0]}
