@@ -16,6 +16,7 @@ DESCRIPTIONS = {
     "glimpse, and a CNN with one softmax head per digit.",
     "cnn": "A CNN without a transformer, one softmax head per digit.",
 }
+OPTIMIZER_NAMES = {"rmsprop": "RMSprop", "adamw": "AdamW"}
 STOPPED = {
     "early_stopping": "stopped early (no better validation accuracy for {patience} epochs)",
     "time_limit": "stopped by its time limit ({time_limit:g} min of training)",
@@ -84,8 +85,11 @@ def model_card(name, metrics, config, report, shipped=True):
         f"- data: the project's protocol (`shared/protocol.md`): MNIST digits (train: first 50,000 of the "
         f"official training set; test: the official 10,000), {spec['n_digits']} per image with "
         f"{spec['n_clutter']} clutter patches of {spec['clutter_size']} x {spec['clutter_size']}; "
-        f"{config['train_size']:,} generated training images, data seed {config['data_seed']}",
-        f"- recipe: RMSprop {config['learning_rate']:g}, batch {config['batch_size']}, gradients clipped "
+        f"{config['train_size']:,} generated training images"
+        + (", drawn anew every epoch" if config.get("fresh_clutter") else "")
+        + f", data seed {config['data_seed']}",
+        f"- recipe: {OPTIMIZER_NAMES.get(config.get('optimizer', 'rmsprop'), config.get('optimizer'))} {config['learning_rate']:g}, "
+        f"batch {config['batch_size']}, gradients clipped "
         f"element-wise to {config['clip_value']:g} then to global norm {config['clip_global_norm']:g}, "
         f"learning rate / {config['decay_factor']:g} every {config['decay_every']} epochs after epoch "
         f"{config['decay_start']}, best validation epoch kept",

@@ -205,3 +205,22 @@ def test_a_bfloat16_model_is_exported_in_float32(tmp_path):
     assert {layer.dtype_policy.name for layer in exported.layers} == {"float32"}
     images = np.random.default_rng(0).random((8, CANVAS, CANVAS, 1), dtype=np.float32)
     np.testing.assert_allclose(exported.predict(images, verbose=0), model.predict(images, verbose=0), atol=0.02)
+
+
+def test_model_card_names_the_options_beyond_the_protocol():
+    import dataclasses
+
+    from lstm_stn_tf.model_card import model_card
+    from lstm_stn_tf.training import TrainConfig
+
+    config = dataclasses.asdict(TrainConfig(fresh_clutter=True, optimizer="adamw", weight_decay=1e-4))
+    errors = {"single_digit_error": 0.015, "sequence_error": 0.045}
+    metrics = dict(errors, n_images=10_000, stop_reason="early_stopping", epochs_run=150, best_epoch=100,
+                   train_seconds=6000.0, seconds_per_epoch=40.0, command="lstm-stn reproduce ...",
+                   machine={"device": "CPU", "cpu_count": 2, "backend": "tensorflow", "keras": "3"})
+    report = {"test_error": {"n_images": 10_000, "tflite_fp32": errors, "tflite_int8": errors},
+              "file_bytes": {"model.keras": 8e6}, "parity_max_abs_diff": {"saved_model_vs_keras": {}}}
+    card = model_card("lstm_stn_fresh", metrics, config, report)
+    assert "60,000 generated training images, drawn anew every epoch" in card
+    assert "recipe: AdamW 0.0005" in card
+    assert "changes from the protocol: fresh_clutter=True, optimizer=adamw, weight_decay=0.0001" in card
