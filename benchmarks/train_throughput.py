@@ -149,10 +149,11 @@ def main():
 
     forward = multiply_adds(models[args.variants[0]])
     peak, mhz = cpu_peak_flops()
+    cpu = on_cpu()
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores at {mhz:.0f} MHz; {software()}")
     print(f"model {args.model}: {forward / 1e6:.1f} M multiply-adds per image forward, "
           f"~{3 * 2 * forward / 1e6:.0f} MFLOP per image per training step (3 x forward)")
-    if on_cpu():
+    if cpu:
         print(f"peak assumed: {peak / 1e9:.0f} GFLOP/s ({FLOPS_PER_CYCLE} FP32 FLOP/cycle/core)")
     print()
     print("| variant | images/s (median) | windows | % of FP32 peak | 60k-image epoch | validation (10k) | warm-up window |")
@@ -162,7 +163,7 @@ def main():
         epoch = 60_000 / median
         evaluation = evaluation_seconds[variant]
         achieved = 6 * median * forward
-        fraction = f"{100 * achieved / peak:.0f} %" if on_cpu() else f"({achieved / 1e12:.1f} TFLOP/s; CPU only)"
+        fraction = f"{100 * achieved / peak:.0f} %" if cpu else f"({achieved / 1e12:.1f} TFLOP/s; CPU only)"
         print(f"| {variant}, steps_per_execution={args.steps_per_execution} | {median:,.0f} | "
               f"{', '.join(f'{v:,.0f}' for v in values)} | {fraction} | "
               f"{epoch:.1f} s | {evaluation:.2f} s ({100 * evaluation / epoch:.0f} % of the epoch) "

@@ -82,9 +82,10 @@ README_END = "<!-- /results -->"
 def results_tables(results_dir="results"):
     """The summary (mean ± std per model and variant) and per-run tables, as markdown."""
     results = [json.loads(p.read_text(encoding="utf-8")) for p in sorted(pathlib.Path(results_dir).glob("*.json"))]
+    variants = [variant(result["config"], result.get("stop_reason")) for result in results]
     groups = {}
-    for result in results:
-        groups.setdefault((result["model"], variant(result["config"], result.get("stop_reason"))), []).append(result)
+    for result, changes in zip(results, variants):
+        groups.setdefault((result["model"], changes), []).append(result)
     lines = [
         "Single-digit and sequence test errors (%) on the protocol's 10,000 test images, of the",
         "best-validation epoch; mean ± std over seeds. Only the *published* column is copied from papers.",
@@ -102,10 +103,10 @@ def results_tables(results_dir="results"):
         "| model | variant | seed | best epoch | epochs run | stopped by | single-digit error | sequence error | wall time | s/epoch | machine | command |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for result in results:
+    for result, changes in zip(results, variants):
         machine = result["machine"]
         lines.append(
-            f"| {result['model']} | {variant(result['config'], result.get('stop_reason'))} | {result['seed']} | {result['best_epoch']} "
+            f"| {result['model']} | {changes} | {result['seed']} | {result['best_epoch']} "
             f"| {result['epochs_run']} | {(result.get('stop_reason') or '?').replace('_', ' ')} "
             f"| {100 * result['single_digit_error']:.2f} "
             f"| {100 * result['sequence_error']:.2f} | {result['train_seconds'] / 60:.0f} min "
