@@ -159,9 +159,15 @@ def attention_metrics(transforms, digit_corners, image_size):
     glimpse_centre = (transforms[..., 2] + 1.0) * pixels_per_unit
     # The box spans its pixels' outer edges: half a digit either side of its centre.
     centred = np.all(np.abs(glimpse_centre - digit_centre) <= DIGIT_SIZE / 2.0, axis=-1)
-    offset = digit_centre / pixels_per_unit - 1.0 - transforms[..., 2]
-    in_glimpse = np.linalg.solve(transforms[..., :2], offset[..., None])[..., 0]
-    seen = np.all(np.abs(in_glimpse) <= 1.0, axis=-1)
+    # The digit's centre in the glimpse's own coordinates: the 2 x 2 part inverted
+    # (Cramer's rule); a degenerate glimpse gives inf or nan there, i.e. unseen.
+    (a, b), (c, d) = np.moveaxis(transforms[..., :2], (-2, -1), (0, 1))
+    offset_x, offset_y = np.moveaxis(digit_centre / pixels_per_unit - 1.0 - transforms[..., 2], -1, 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        determinant = a * d - b * c
+        glimpse_x = (d * offset_x - b * offset_y) / determinant
+        glimpse_y = (a * offset_y - c * offset_x) / determinant
+    seen = (np.abs(glimpse_x) <= 1.0) & (np.abs(glimpse_y) <= 1.0)
     # Each output axis (a column of the 2 x 2 part) spans 2 units of the output.
     extent = 2.0 * np.linalg.norm(transforms[..., :2] * pixels_per_unit[:, None], axis=-2)
     return {"glimpse_centre_on_digit": centred.mean(axis=0).tolist(),

@@ -61,3 +61,10 @@ def test_digit_in_a_rotated_glimpse(digit_centres):
     beside.pop("glimpse_extent_pixels")
     assert below == {"glimpse_centre_on_digit": [0, 0, 0], "digit_centre_in_glimpse": [1, 1, 1]}
     assert beside == {"glimpse_centre_on_digit": [1, 1, 1], "digit_centre_in_glimpse": [0, 0, 0]}
+
+
+def test_a_degenerate_glimpse_sees_nothing(digit_centres):
+    corners, x, y = digit_centres
+    collapsed = attention_metrics(_transforms(x, y, ((0.0, 0.0), (0.0, 0.0))), corners, (100, 100))
+    assert collapsed["digit_centre_in_glimpse"] == [0, 0, 0]
+    assert collapsed["glimpse_centre_on_digit"] == [1, 1, 1]
