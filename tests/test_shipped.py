@@ -1,0 +1,34 @@
+"""Every shipped model (`export/<name>/`) loads by name and does what its card says."""
+
+import json
+
+import pytest
+
+from lstm_stn_tf import load_pretrained
+from lstm_stn_tf.evaluation import evaluate_model, model_split, model_split_digit_corners
+from lstm_stn_tf.paths import shipped_models_dir
+
+SHIPPED = sorted(path.parent.name for path in shipped_models_dir().glob("*/model.keras"))
+
+
+def test_the_protocol_model_is_shipped():
+    assert "lstm_stn" in SHIPPED
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_model_reads_test_images_as_its_card_says(name, mnist):
+    folder = shipped_models_dir() / name
+    metrics = json.loads((folder / "metrics.json").read_text())
+    card = (folder / "MODEL_CARD.md").read_text()
+    assert card.startswith(f"# Model card: `{name}`")
+    assert f"| {100 * metrics['single_digit_error']:.2f} % | {100 * metrics['sequence_error']:.2f} % |" in card
+    for listed in ("model.keras", "model.tflite", "model_int8.tflite"):
+        assert (folder / listed).exists() and f"`{listed}`" in card
+
+    model = load_pretrained(name)
+    images, labels = model_split(name, model, "test", size=300)
+    corners = model_split_digit_corners(name, model, "test", size=300)
+    found = evaluate_model(model, images, labels, digit_corners=corners)
+    # 900 unseen digits: a model at its card's ~2 % misreads ~18; 5 % would mean a broken file.
+    assert found["single_digit_error"] < 0.05
+    assert min(found["digit_centre_in_glimpse"]) > 0.98
