@@ -16,13 +16,12 @@ of 100 x 100 (each with its 3 glimpses).
 import argparse
 import os
 import statistics
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-from train_throughput import software  # noqa: E402
+from train_throughput import interleaved_windows, software  # noqa: E402
 
 from lstm_stn_tf.models.stn import classifier_trunk, localisation_features  # noqa: E402
 
@@ -75,17 +74,10 @@ def main():
 
     variants = {(layout, precision): conv_stacks(layout, precision, args.steps_per_execution)
                 for precision in args.precisions for layout in LAYOUTS}
-    def window_seconds(model):
-        start = time.perf_counter()
-        model.fit(dataset, epochs=1, steps_per_epoch=args.window, shuffle=False, verbose=0)
-        return time.perf_counter() - start
-
-    for model in variants.values():  # warm-up: trace and first steps
-        window_seconds(model)
-    rates = {variant: [] for variant in variants}
-    for _ in range(args.windows):
-        for variant, model in variants.items():
-            rates[variant].append(n / window_seconds(model))
+    _, seconds = interleaved_windows(
+        variants, lambda model: model.fit(dataset, epochs=1, steps_per_epoch=args.window, shuffle=False, verbose=0),
+        args.windows)
+    rates = {variant: [n / s for s in values] for variant, values in seconds.items()}
 
     print(f"{os.cpu_count()} cores; {software()}")
     print("| conv layout | precision | images/s (median) | windows | vs channels_last |")

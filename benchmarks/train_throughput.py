@@ -90,6 +90,26 @@ def on_cpu():
     return True
 
 
+def interleaved_windows(models, run_window, windows):
+    """Seconds of `run_window(model)` for each model: one warm-up call (tracing,
+    compiling, first steps), then `windows` calls each, interleaved so that a
+    drift in the machine's speed falls on every model alike.
+
+    Returns `(warm-up seconds, [window seconds])`, each keyed like `models`.
+    """
+    def timed(model):
+        start = time.perf_counter()
+        run_window(model)
+        return time.perf_counter() - start
+
+    warm_up = {key: timed(model) for key, model in models.items()}
+    seconds = {key: [] for key in models}
+    for _ in range(windows):
+        for key, model in models.items():
+            seconds[key].append(timed(model))
+    return warm_up, seconds
+
+
 def build(model_name, precision, steps_per_execution):
     config = TrainConfig(model=model_name, precision=precision, steps_per_execution=steps_per_execution)
     return compile_model(config.build_model(), config)
@@ -122,17 +142,9 @@ def main():
     else:  # one pass over the window's batches is one window
         dataset, window = make_input(images, labels, args.batch_size), {}
     models = {v: build(args.model, v, args.steps_per_execution) for v in args.variants}
-    compile_seconds = {}
-    for variant, model in models.items():  # warm-up: trace, compile and first steps
-        start = time.perf_counter()
-        model.fit(dataset, epochs=1, shuffle=False, verbose=0, **window)
-        compile_seconds[variant] = time.perf_counter() - start
-    rates = {v: [] for v in args.variants}
-    for _ in range(args.windows):
-        for variant, model in models.items():
-            start = time.perf_counter()
-            model.fit(dataset, epochs=1, shuffle=False, verbose=0, **window)
-            rates[variant].append(args.window * args.batch_size / (time.perf_counter() - start))
+    compile_seconds, seconds = interleaved_windows(
+        models, lambda model: model.fit(dataset, epochs=1, shuffle=False, verbose=0, **window), args.windows)
+    rates = {v: [args.window * args.batch_size / s for s in values] for v, values in seconds.items()}
 
     # Validation as `train` runs it: 10,000 images in batches of 500.
     valid_images = rng.integers(0, 256, (10_000, 100, 100), dtype=np.uint8)

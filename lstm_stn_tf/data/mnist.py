@@ -190,10 +190,11 @@ def _from_mirror():
 
 def _check(splits):
     for split, (images, labels) in splits.items():
-        if images.shape != (DIGITS_PER_SPLIT[split], 28, 28) or labels.shape != (DIGITS_PER_SPLIT[split],):
+        count = DIGITS_PER_SPLIT[split]
+        if images.shape != (count, 28, 28) or labels.shape != (count,):
             raise UserError(
                 f"MNIST {split} split has images {images.shape} and labels "
-                f"{labels.shape}; expected ({DIGITS_PER_SPLIT[split]}, 28, 28) and ({DIGITS_PER_SPLIT[split]},)."
+                f"{labels.shape}; expected ({count}, 28, 28) and ({count},)."
             )
     return {
         split: (np.ascontiguousarray(images, np.uint8), labels.astype(np.uint8))
