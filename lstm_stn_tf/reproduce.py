@@ -22,6 +22,8 @@ PUBLISHED = {  # single-digit test error, %, with the paper (shared/protocol.md)
 RESULT_FIELDS = (
     "model", "seed", "best_epoch", "epochs_run", "stop_reason", "single_digit_error", "sequence_error",
     "train_seconds", "seconds_per_epoch", "machine", "command", "config",
+    # Per step (digit position): where the errors fall and where the glimpses look.
+    "digit_error_by_position", "glimpse_centre_on_digit", "digit_centre_in_glimpse", "glimpse_extent_pixels",
 )
 
 

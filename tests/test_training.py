@@ -222,6 +222,7 @@ def test_reproduce_writes_results_and_table(tmp_path, capsys):
         "RESULTS.md", "lstm_stn-seed0.json", "lstm_stn-seed1.json"]
     result = json.loads((tmp_path / "results" / "lstm_stn-seed0.json").read_text())
     assert result["epochs_run"] == 3 and result["command"] == "test"
+    assert len(result["digit_error_by_position"]) == len(result["digit_centre_in_glimpse"]) == TINY["spec"]["n_digits"]
     summary = next(line for line in table.splitlines() if line.startswith("| lstm_stn |"))
     assert "epochs=3" in summary and "| 2 |" in summary and "±" in summary
     # Dispatching several batches per call does not change what is learned.
