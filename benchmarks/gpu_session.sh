@@ -29,7 +29,8 @@ python3 -c "import jax, keras; print('jax', jax.__version__, 'keras', keras.__ve
 
 # Several processes share the GPU; the multi-process service lets their small
 # kernels run side by side instead of in turns. Optional: without it they take turns.
-if command -v nvidia-cuda-mps-control >/dev/null && nvidia-cuda-mps-control -d; then
+# A second session on a warm machine finds the daemon already running: keep it.
+if command -v nvidia-cuda-mps-control >/dev/null && { nvidia-cuda-mps-control -d || pgrep -x nvidia-cuda-mps >/dev/null; }; then
     if timeout 60 python3 -c "import jax.numpy as j; print(float(j.ones(8).sum()))" >/dev/null 2>&1; then
         echo "MPS on" | tee -a "$WORK/logs/gpu.txt"
     else
