@@ -52,10 +52,7 @@ def clipping_step(model, config, update):
 
 
 def run(step, batches):
-    rows = []
-    for images, labels in batches:
-        rows.append([float(value) for value in step(images, labels)])
-    return np.array(rows)
+    return np.array([[float(value) for value in step(images, labels)] for images, labels in batches])
 
 
 def table_row(label, stats, clip_norm):
@@ -67,7 +64,7 @@ def table_row(label, stats, clip_norm):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=600, help="training steps of the fresh model (default %(default)s: one epoch)")
-    parser.add_argument("--batches", type=int, default=50, help="batches for the shipped model (default %(default)s)")
+    parser.add_argument("--batches", type=int, default=50, help="batches for each trained model (default %(default)s)")
     parser.add_argument("--trained", nargs="+", default=["lstm_stn"],
                         help="trained models: shipped names, run directories or .keras files (default %(default)s)")
     parser.add_argument("--out", default="benchmarks/gradient_clipping.md", help="the markdown file (default %(default)s)")
@@ -90,7 +87,7 @@ def main():
     trained = {source: run(clipping_step(model, config, update=False), (batches[i] for i in range(args.batches)))
                for source, model in trained_models.items()}
 
-    windows = [(0, 10), (10, 100), (100, args.steps)]
+    windows = [(0, 10), (10, min(100, args.steps)), (min(100, args.steps), args.steps)]
     lines = [
         "# Gradient clipping under the protocol",
         "",
