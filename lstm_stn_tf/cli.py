@@ -80,11 +80,14 @@ def _add_recipe_arguments(parser):
     group.add_argument("--label-smoothing", type=float, default=defaults.label_smoothing, help="default 0")
     group.add_argument("--fresh-clutter", action="store_true",
                        help="new training images from the same training digits every epoch (augmentation)")
+    group.add_argument("--no-clipping", action="store_true",
+                       help="no gradient clipping (the protocol clips each element to 1, then the global norm to 5)")
 
 
 def _recipe_options(args):
     return dict(optimizer=args.optimizer, weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs,
-                label_smoothing=args.label_smoothing, fresh_clutter=args.fresh_clutter)
+                label_smoothing=args.label_smoothing, fresh_clutter=args.fresh_clutter,
+                **(dict(clip_value=None, clip_global_norm=None) if args.no_clipping else {}))
 
 
 def _train_arguments(parser, demo=False):

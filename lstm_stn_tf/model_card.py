@@ -29,6 +29,13 @@ def _percent(value):
     return f"{100 * value:.2f} %"
 
 
+def _clipping(config):
+    """The run's gradient clipping in words (either stage may be off)."""
+    stages = ([f"element-wise to {config['clip_value']:g}"] if config["clip_value"] is not None else []) + (
+        [f"to global norm {config['clip_global_norm']:g}"] if config["clip_global_norm"] is not None else [])
+    return "gradients clipped " + " then ".join(stages) if stages else "gradients not clipped"
+
+
 def _stop_reason(metrics, config):
     reason = metrics.get("stop_reason")
     if reason is None:  # runs from before stop_reason was recorded
@@ -89,8 +96,7 @@ def model_card(name, metrics, config, report, shipped=True):
         + (", drawn anew every epoch" if config.get("fresh_clutter") else "")
         + f", data seed {config['data_seed']}",
         f"- recipe: {OPTIMIZER_NAMES.get(config.get('optimizer', 'rmsprop'), config.get('optimizer'))} {config['learning_rate']:g}, "
-        f"batch {config['batch_size']}, gradients clipped "
-        f"element-wise to {config['clip_value']:g} then to global norm {config['clip_global_norm']:g}, "
+        f"batch {config['batch_size']}, {_clipping(config)}, "
         f"learning rate / {config['decay_factor']:g} every {config['decay_every']} epochs after epoch "
         f"{config['decay_start']}, best validation epoch kept",
         f"- this run: seed {config['seed']}; changes from the protocol: {changes}; {stopped} after "

@@ -32,7 +32,8 @@ from lstm_stn_tf.paths import atomic_path
 
 
 class _ProtocolClipping:
-    """Clips each gradient element-wise, then by global norm.
+    """Clips each gradient element-wise, then by global norm; a limit of
+    None skips its stage (the `--no-clipping` option skips both).
 
     Keras optimizers accept only one of `clipvalue` and `global_clipnorm`;
     the protocol applies both, in this order.
@@ -44,7 +45,10 @@ class _ProtocolClipping:
         self.clip_global_norm = clip_global_norm
 
     def _clip_gradients(self, grads):
-        grads = [None if g is None else ops.clip(g, -self.clip_value, self.clip_value) for g in grads]
+        if self.clip_value is not None:
+            grads = [None if g is None else ops.clip(g, -self.clip_value, self.clip_value) for g in grads]
+        if self.clip_global_norm is None:
+            return grads
         present = [g for g in grads if g is not None]
         norm = ops.sqrt(sum(ops.sum(ops.square(g)) for g in present))
         scale = ops.minimum(1.0, self.clip_global_norm / ops.maximum(norm, 1e-12))
@@ -104,8 +108,8 @@ class TrainConfig:
     decay_start: int = 30
     decay_every: int = 10
     decay_factor: float = 1.5
-    clip_value: float = 1.0
-    clip_global_norm: float = 5.0
+    clip_value: typing.Optional[float] = 1.0  # None: no element-wise clipping (named option)
+    clip_global_norm: typing.Optional[float] = 5.0  # None: no global-norm clipping (named option)
     train_size: int = 60_000
     valid_size: int = 10_000
     test_size: int = 10_000
@@ -138,6 +142,9 @@ class TrainConfig:
             _check_number(name, getattr(self, name), integer=True)
         _check_number("warmup_epochs", self.warmup_epochs, integer=True, minimum=0)
         _check_number("learning_rate", self.learning_rate)
+        for name in ("clip_value", "clip_global_norm"):
+            if getattr(self, name) is not None:
+                _check_number(name, getattr(self, name))
         if self.time_limit_minutes is not None:
             _check_number("time_limit_minutes", self.time_limit_minutes)
         _check_number("weight_decay", self.weight_decay, minimum=0)

@@ -224,3 +224,6 @@ def test_model_card_names_the_options_beyond_the_protocol():
     assert "60,000 generated training images, drawn anew every epoch" in card
     assert "recipe: AdamW 0.0005" in card
     assert "changes from the protocol: fresh_clutter=True, optimizer=adamw, weight_decay=0.0001" in card
+    assert "gradients clipped element-wise to 1 then to global norm 5" in card
+    unclipped = dict(config, clip_value=None, clip_global_norm=None)
+    assert "gradients not clipped" in model_card("lstm_stn_unclipped", metrics, unclipped, report)

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import pathlib
 import re
@@ -9,7 +10,7 @@ import pytest
 from keras import ops
 
 from lstm_stn_tf import cli, training
-from lstm_stn_tf.reproduce import README_END, README_START, results_tables
+from lstm_stn_tf.reproduce import README_END, README_START, results_tables, variant
 from lstm_stn_tf.training import ClippedRMSprop, TrainConfig, train
 
 # An easy setting that still exercises the whole model: one digit, no clutter.
@@ -34,6 +35,16 @@ def test_clipping_is_element_wise_then_global_norm():
     np.testing.assert_allclose(ops.convert_to_numpy(large[0]), np.full(100, 0.5), rtol=1e-6)
     assert large[1] is None
     assert ClippedRMSprop.from_config(optimizer.get_config()).clip_global_norm == 5.0
+
+
+def test_a_clipping_stage_set_to_none_is_skipped():
+    grads = [ops.convert_to_tensor([3.0, 4.0])]
+    element_only = ClippedRMSprop(clip_value=1.0, clip_global_norm=None)._clip_gradients(grads)
+    np.testing.assert_allclose(ops.convert_to_numpy(element_only[0]), [1.0, 1.0])
+    norm_only = ClippedRMSprop(clip_value=None, clip_global_norm=1.0)._clip_gradients(grads)
+    np.testing.assert_allclose(ops.convert_to_numpy(norm_only[0]), [0.6, 0.8], rtol=1e-6)  # norm 5 -> 1
+    unclipped = ClippedRMSprop(clip_value=None, clip_global_norm=None)._clip_gradients(grads)
+    np.testing.assert_allclose(ops.convert_to_numpy(unclipped[0]), [3.0, 4.0])
 
 
 def test_learning_rate_schedule():
@@ -73,11 +84,22 @@ def test_label_smoothing_loss_matches_the_one_hot_formula():
         (dict(label_smoothing=1.0), "label_smoothing=1.0: expected a number >= 0 and below 1"),
         (dict(warmup_epochs=-1), "warmup_epochs=-1: expected an integer >= 0"),
         (dict(fresh_clutter="yes"), "fresh_clutter='yes': expected true or false"),
+        (dict(clip_value=0), "clip_value=0: expected a positive number."),
+        (dict(clip_global_norm="5"), "clip_global_norm='5': expected a positive number."),
     ],
 )
 def test_bad_recipe_options_are_refused(options, message):
     with pytest.raises(training.UserError, match=re.escape(message)):
         TrainConfig(**options)
+
+
+def test_no_clipping_flag_turns_off_both_stages():
+    args = cli.build_parser().parse_args(["train", "--no-clipping"])
+    config = cli._config_from(args)
+    assert (config.clip_value, config.clip_global_norm) == (None, None)
+    protocol = cli._config_from(cli.build_parser().parse_args(["train"]))
+    assert (protocol.clip_value, protocol.clip_global_norm) == (1.0, 5.0)
+    assert variant(dataclasses.asdict(config)) == "clip_global_norm=None, clip_value=None"
 
 
 def test_named_options_train_and_are_labelled_in_the_table(tmp_path, monkeypatch):
