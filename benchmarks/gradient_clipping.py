@@ -5,12 +5,11 @@
 
 The protocol clips every gradient element to [-1, 1], then the global norm to 5.
 This trains a fresh `lstm_stn` (seed 0, float32, the protocol's optimizer) for
---steps batches of its training images and records, per step, the share of
-gradient elements the first stage clips and the global norm before and after
-it; then it records the same, without updating, for each --trained model (by
-default the shipped one: the protocol run's best epoch) on --batches training
-batches. Prints a markdown
-table and writes it to --out.
+--steps batches of its training images and records, per step, how many gradient
+elements the first stage clips and the global norm before and after it; then it
+records the same, without updating, for each --trained model (by default the
+shipped one: the protocol run's best epoch) on --batches training batches.
+Prints a markdown table and writes it to --out.
 """
 
 import argparse

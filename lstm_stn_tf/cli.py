@@ -81,7 +81,8 @@ def _add_recipe_arguments(parser):
     group.add_argument("--fresh-clutter", action="store_true",
                        help="new training images from the same training digits every epoch (augmentation)")
     group.add_argument("--no-clipping", action="store_true",
-                       help="no gradient clipping (the protocol clips each element to 1, then the global norm to 5)")
+                       help=f"no gradient clipping (the protocol clips each element to {defaults.clip_value:g}, "
+                       f"then the global norm to {defaults.clip_global_norm:g})")
 
 
 def _recipe_options(args):

@@ -31,8 +31,11 @@ def _percent(value):
 
 def _clipping(config):
     """The run's gradient clipping in words (either stage may be off)."""
-    stages = ([f"element-wise to {config['clip_value']:g}"] if config["clip_value"] is not None else []) + (
-        [f"to global norm {config['clip_global_norm']:g}"] if config["clip_global_norm"] is not None else [])
+    stages = []
+    if config["clip_value"] is not None:
+        stages.append(f"element-wise to {config['clip_value']:g}")
+    if config["clip_global_norm"] is not None:
+        stages.append(f"to global norm {config['clip_global_norm']:g}")
     return "gradients clipped " + " then ".join(stages) if stages else "gradients not clipped"
 
 

@@ -142,11 +142,9 @@ class TrainConfig:
             _check_number(name, getattr(self, name), integer=True)
         _check_number("warmup_epochs", self.warmup_epochs, integer=True, minimum=0)
         _check_number("learning_rate", self.learning_rate)
-        for name in ("clip_value", "clip_global_norm"):
+        for name in ("clip_value", "clip_global_norm", "time_limit_minutes"):  # None: off
             if getattr(self, name) is not None:
                 _check_number(name, getattr(self, name))
-        if self.time_limit_minutes is not None:
-            _check_number("time_limit_minutes", self.time_limit_minutes)
         _check_number("weight_decay", self.weight_decay, minimum=0)
         _check_number("label_smoothing", self.label_smoothing, minimum=0, below=1)
         if not isinstance(self.fresh_clutter, bool):
