@@ -72,6 +72,9 @@ def _add_recipe_arguments(parser):
 
     defaults = TrainConfig()
     group = parser.add_argument_group("options beyond the protocol (each run that uses one is labelled in the results)")
+    group.add_argument("--option", type=_model_option, action="append", default=[], metavar="KEY=VALUE",
+                       help="model override, repeatable: e.g. glimpse_size=48, units=128, cell_init=lasagne "
+                       "(the recurrent cell's initialisation: keras, the default, or lasagne)")
     group.add_argument("--optimizer", default=defaults.optimizer, choices=list(OPTIMIZERS),
                        help="default rmsprop (the protocol's); both clip gradients as the protocol does")
     group.add_argument("--weight-decay", type=float, default=defaults.weight_decay, help="AdamW's weight decay (default 0)")
@@ -86,7 +89,7 @@ def _add_recipe_arguments(parser):
 
 
 def _recipe_options(args):
-    return dict(optimizer=args.optimizer, weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs,
+    return dict(model_options=dict(args.option), optimizer=args.optimizer, weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs,
                 label_smoothing=args.label_smoothing, fresh_clutter=args.fresh_clutter,
                 **(dict(clip_value=None, clip_global_norm=None) if args.no_clipping else {}))
 
@@ -103,7 +106,6 @@ def _train_arguments(parser, demo=False):
         parser.add_argument("--canvas-size", type=int, default=defaults.spec["canvas_size"])
         parser.add_argument("--n-clutter", type=int, default=defaults.spec["n_clutter"])
         parser.add_argument("--clutter-size", type=int, default=defaults.spec["clutter_size"])
-        parser.add_argument("--option", type=_model_option, action="append", default=[], metavar="KEY=VALUE", help="model override, e.g. units=128 (repeatable)")
         _add_recipe_arguments(parser)
     parser.add_argument("--epochs", type=int, default=DEMO_EPOCHS if demo else defaults.epochs)
     parser.add_argument("--seed", type=int, default=defaults.seed, help="weight initialisation and shuffling seed")
@@ -123,7 +125,6 @@ def _config_from(args):
     if not args.demo:
         options = dict(
             model=args.model,
-            model_options=dict(args.option),
             patience=args.patience,
             spec=dict(n_digits=args.n_digits, canvas_size=args.canvas_size,
                       n_clutter=args.n_clutter, clutter_size=args.clutter_size),

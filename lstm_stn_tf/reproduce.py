@@ -39,7 +39,8 @@ def reproduce(models, seeds, runs_dir="runs/reproduce", results_dir="results", c
     they are recorded in each result's `config`. `tag` suffixes the run names.
     """
     results_dir = pathlib.Path(results_dir)
-    TrainConfig(**overrides)  # bad options fail now, not after the first runs
+    for model in models:  # a bad model or option fails now, not after the first runs
+        TrainConfig(model=model, **overrides).build_model()
     for model in models:
         for seed in seeds:
             name = run_name(model, seed, tag)
@@ -71,6 +72,8 @@ def variant(config, stop_reason=None):
     # steps_per_execution changes how batches are dispatched, not what is
     # learned; a time limit changes nothing unless it stopped the run.
     ignored = ("model", "seed", "mnist_path", "steps_per_execution", "time_limit_minutes")
+    # Model options are named one by one (glimpse_size=48), like the recipe's.
+    config = dict({k: v for k, v in config.items() if k != "model_options"}, **config.get("model_options", {}))
     changed = [f"{k}={v}" for k, v in sorted(config.items()) if k not in ignored and v != protocol.get(k)]
     if stop_reason == "time_limit":
         changed.append(f"cut at {config['time_limit_minutes']:g} min")

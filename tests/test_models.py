@@ -53,6 +53,17 @@ def test_saved_model_gives_identical_outputs(tmp_path):
     np.testing.assert_array_equal(np.asarray(loaded(images)), np.asarray(model(images)))
 
 
+@pytest.mark.parametrize("cell_init, weight_std, forget_bias", [("keras", (0.0275, 0.0395), 1.0), ("lasagne", (0.1, 0.1), 0.0)])
+def test_cell_initialisation(cell_init, weight_std, forget_bias):
+    localizer = build_model("lstm_stn", cell_init=cell_init).get_layer("localizer")
+    # Glorot-uniform: sqrt(2 / (fan_in + fan_out)) for the 1620 x 1024 and 256 x 1024 kernels.
+    for weights, std in zip((localizer.kernel, localizer.recurrent_kernel), weight_std):
+        assert np.std(np.asarray(weights)) == pytest.approx(std, rel=0.02)
+    i, f, g, o = np.split(np.asarray(localizer.bias), 4)
+    np.testing.assert_array_equal(f, forget_bias)
+    np.testing.assert_array_equal(np.concatenate([i, g, o]), 0.0)
+
+
 def test_mixed_precision_model():
     keras.config.set_dtype_policy("mixed_bfloat16")
     try:
@@ -71,6 +82,7 @@ def test_mixed_precision_model():
         ("lstm_stm", {}, "unknown model 'lstm_stm'.*Did you mean 'lstm_stn'"),
         ("lstm_stn", {"glimpse_size": (120, 120)}, "larger than image_size"),
         ("lstm_stn", {"n_digits": 0}, "n_digits"),
+        ("lstm_stn", {"cell_init": "orthogonal"}, "cell_init='orthogonal': expected one of keras, lasagne"),
         ("cnn", {"image_size": (20, 20)}, "too small"),
         ("cnn", {"units": 3}, "does not take"),
     ],

@@ -114,13 +114,15 @@ def test_named_options_train_and_are_labelled_in_the_table(tmp_path, monkeypatch
     monkeypatch.setattr(training, "load_splits", lambda *a, **k: splits_loaded.append(k["names"]) or load_splits(*a, **k))
     table = reproduce(["lstm_stn"], [0], tmp_path / "runs", tmp_path / "results", command="test", tag="options",
                       optimizer="adamw", weight_decay=1e-4, warmup_epochs=1, label_smoothing=0.1, fresh_clutter=True,
-                      **{k: v for k, v in dict(TINY, epochs=2).items() if k != "model"})
+                      **{k: v for k, v in dict(TINY, epochs=2, model_options={"units": 16, "cell_init": "lasagne"}).items()
+                         if k != "model"})
     result = json.loads((tmp_path / "results" / "lstm_stn-seed0-options.json").read_text())
     assert result["epochs_run"] == 2 and np.isfinite(result["single_digit_error"])
     assert epochs_drawn[:2] == [0, 1]  # fit asks for new images after each epoch
     assert splits_loaded == [["valid", "test"]]  # the fixed training images are not needed
     row = next(line for line in table.splitlines() if line.startswith("| lstm_stn |"))
-    for option in ("optimizer=adamw", "weight_decay=0.0001", "warmup_epochs=1", "label_smoothing=0.1", "fresh_clutter=True"):
+    for option in ("optimizer=adamw", "weight_decay=0.0001", "warmup_epochs=1", "label_smoothing=0.1", "fresh_clutter=True",
+                   "cell_init=lasagne", "units=16"):
         assert option in row
 
 
@@ -211,6 +213,7 @@ def test_nan_loss_stops_and_keeps_the_best_model(tmp_path, monkeypatch, capsys):
         (["train", "--model", "lstm_stm"], "unknown model 'lstm_stm'"),
         (["train", "--n-digits", "4"], "do not fit"),
         (["train", "--option", "glimpse_size=[200,200]"], "larger than image_size"),
+        (["reproduce", "--models", "lstm_stn", "--option", "cell_init=he"], "cell_init='he': expected one of"),
         (["train", "--resume", "no/such/run"], "not a run directory"),
         (["evaluate", "no/such/run"], "no such file or run directory"),
         (["train", "--epochs", "0"], "epochs=0"),
@@ -268,6 +271,11 @@ def test_variant_names_a_time_limit_only_where_it_cut_the_run():
     assert variant(config, "early_stopping") == "protocol"
     assert variant(config, "time_limit") == "cut at 60 min"
     assert variant(dict(config, precision="mixed_bfloat16"), "time_limit") == "precision=mixed_bfloat16, cut at 60 min"
+
+
+def test_variant_names_each_model_option():
+    config = dataclasses.asdict(TrainConfig(model_options={"glimpse_size": 48, "cell_init": "lasagne"}))
+    assert variant(config) == "cell_init=lasagne, glimpse_size=48"
 
 
 def test_time_limit_stops_after_the_epoch_that_passes_it(tmp_path, capsys):

@@ -28,6 +28,9 @@ class LSTMLocalizer(keras.layers.Layer):
         cell: `"lstm"` (the LSTM-STN paper) or `"gru"` (RNN-SPN). The GRU uses
             Keras's `reset_after=True` formulation.
         kernel_initializer, recurrent_initializer: for the cell's weights.
+        unit_forget_bias: the LSTM's forget-gate bias starts at 1 (Keras's
+            default) rather than 0 (Lasagne's). The other biases, and all of
+            the GRU's, start at 0.
 
     Call arguments:
         features: `(batch, features)`.
@@ -43,6 +46,7 @@ class LSTMLocalizer(keras.layers.Layer):
         cell="lstm",
         kernel_initializer="glorot_uniform",
         recurrent_initializer="glorot_uniform",
+        unit_forget_bias=True,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -54,7 +58,10 @@ class LSTMLocalizer(keras.layers.Layer):
             raise UserError(f"cell={cell!r}: expected one of {sorted(_GATES)}.")
         self.units = units
         self.steps = steps
+        if not isinstance(unit_forget_bias, bool):
+            raise UserError(f"unit_forget_bias={unit_forget_bias!r}: expected true or false.")
         self.cell = cell
+        self.unit_forget_bias = unit_forget_bias
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.recurrent_initializer = keras.initializers.get(recurrent_initializer)
 
@@ -76,10 +83,11 @@ class LSTMLocalizer(keras.layers.Layer):
             initializer=self.recurrent_initializer,
         )
         if self.cell == "lstm":
-            # Keras's unit forget bias: the forget gate starts open.
+            forget = 1.0 if self.unit_forget_bias else 0.0
+
             def bias_initializer(shape, dtype=None):
                 return ops.concatenate(
-                    [ops.zeros((self.units,)), ops.ones((self.units,)),
+                    [ops.zeros((self.units,)), ops.full((self.units,), forget),
                      ops.zeros((2 * self.units,))]
                 )
 
@@ -155,6 +163,7 @@ class LSTMLocalizer(keras.layers.Layer):
             units=self.units,
             steps=self.steps,
             cell=self.cell,
+            unit_forget_bias=self.unit_forget_bias,
             kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
             recurrent_initializer=keras.initializers.serialize(
                 self.recurrent_initializer

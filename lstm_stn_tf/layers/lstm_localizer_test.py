@@ -14,6 +14,12 @@ def test_layer_behaviour(cell):
     run_layer_test(LSTMLocalizer, {"units": 8, "steps": 3, "cell": cell}, FEATURES, (4, 3, 6))
 
 
+def test_layer_behaviour_with_lasagne_style_initialisation():
+    normal = {"class_name": "RandomNormal", "config": {"stddev": 0.1}}
+    options = {"units": 8, "kernel_initializer": normal, "recurrent_initializer": normal, "unit_forget_bias": False}
+    run_layer_test(LSTMLocalizer, options, FEATURES, (4, 3, 6))
+
+
 def test_starts_at_the_identity():
     theta = np.asarray(LSTMLocalizer(units=8, steps=3)(FEATURES))
     np.testing.assert_array_equal(theta, np.broadcast_to(IDENTITY_TRANSFORM, (4, 3, 6)))
@@ -49,7 +55,8 @@ def test_output_is_float32_under_mixed_precision():
     assert keras.backend.standardize_dtype(layer(FEATURES).dtype) == "float32"
 
 
-@pytest.mark.parametrize("kwargs, match", [({"units": 0}, "units"), ({"steps": -1}, "steps"), ({"cell": "rnn"}, "cell")])
+@pytest.mark.parametrize("kwargs, match", [({"units": 0}, "units"), ({"steps": -1}, "steps"), ({"cell": "rnn"}, "cell"),
+                                                   ({"unit_forget_bias": 1}, "unit_forget_bias")])
 def test_bad_arguments(kwargs, match):
     with pytest.raises(UserError, match=match):
         LSTMLocalizer(**kwargs)

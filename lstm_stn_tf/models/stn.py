@@ -21,6 +21,18 @@ from lstm_stn_tf.layers import (
 from lstm_stn_tf.models.registry import register_model
 
 N_CLASSES = 10
+# How the recurrent cell starts. "keras": Glorot-uniform weights and a forget
+# bias of 1 (Keras's LSTM). "lasagne": every gate weight from a normal of
+# standard deviation 0.1 and all biases 0 (Lasagne's defaults, which the
+# RNN-SPN code trained with).
+CELL_INITS = {
+    "keras": dict(kernel_initializer="glorot_uniform", recurrent_initializer="glorot_uniform", unit_forget_bias=True),
+    "lasagne": dict(
+        kernel_initializer={"class_name": "RandomNormal", "config": {"stddev": 0.1}},
+        recurrent_initializer={"class_name": "RandomNormal", "config": {"stddev": 0.1}},
+        unit_forget_bias=False,
+    ),
+}
 
 
 def _conv_stack_size(size, pool_first):
@@ -117,6 +129,7 @@ def lstm_stn(
     glimpse_size=(33, 33),
     units=256,
     cell="lstm",
+    cell_init="keras",
     localisation_filters=20,
     classifier_filters=32,
     classifier_units=400,
@@ -124,9 +137,13 @@ def lstm_stn(
 ):
     """LSTM-STN (Feng, Chen & Sun 2019): one glimpse per digit, top-down."""
     image_size, glimpse_size = _check_sizes(image_size, n_digits, glimpse_size)
+    if cell_init not in CELL_INITS:
+        raise UserError(f"cell_init={cell_init!r}: expected one of {', '.join(CELL_INITS)}.")
     image = _image_input(image_size)
     features = localisation_features(image, localisation_filters)
-    theta = LSTMLocalizer(units, steps=n_digits, cell=cell, name="localizer")(features)
+    theta = LSTMLocalizer(
+        units, steps=n_digits, cell=cell, name="localizer", **CELL_INITS[cell_init]
+    )(features)
     transforms = layers.Reshape((n_digits, 2, 3), dtype="float32", name="transforms")(theta)
     grid = AffineGridGenerator(glimpse_size, name="grid")(transforms)
     glimpses = BilinearInterpolation(name="glimpses")([image, grid])
