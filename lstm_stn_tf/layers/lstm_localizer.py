@@ -131,7 +131,7 @@ class LSTMLocalizer(keras.layers.Layer):
         hidden = update * hidden + (1.0 - update) * candidate
         return hidden, (hidden,)
 
-    def call(self, features):
+    def _unroll(self, features):
         projected = ops.matmul(features, self.kernel) + self.bias
         zeros = ops.zeros_like(projected[:, : self.units])
         if self.cell == "lstm":
@@ -142,6 +142,15 @@ class LSTMLocalizer(keras.layers.Layer):
         for _ in range(self.steps):
             hidden, state = step(projected, state)
             hiddens.append(hidden)
+        return hiddens
+
+    def hidden_states(self, features):
+        """The cell's state after each step, `(batch, steps, units)`: what the
+        transform head reads."""
+        return ops.stack(self._unroll(features), axis=1)
+
+    def call(self, features):
+        hiddens = self._unroll(features)
         # The transform head runs in float32: a bfloat16 translation would be
         # quantised to ~0.4 pixel on a 100-pixel canvas. Its name scope lets
         # the int8 export keep it in float for the same reason.

@@ -65,3 +65,14 @@ def test_bad_arguments(kwargs, match):
 def test_bad_feature_shape():
     with pytest.raises(UserError, match="expected \\(batch, features\\)"):
         LSTMLocalizer()(np.zeros((2, 3, 4), "float32"))
+
+
+def test_hidden_states_are_what_the_transform_head_reads():
+    localizer = LSTMLocalizer(units=8, steps=3)
+    projection = np.random.default_rng(3).normal(size=(8, 6)).astype("float32")
+    localizer(FEATURES)
+    localizer.transform_kernel.assign(projection)
+    states = np.asarray(localizer.hidden_states(FEATURES))
+    assert states.shape == (4, 3, 8)
+    assert not np.allclose(states[:, 0], states[:, 1])  # the steps differ
+    np.testing.assert_allclose(np.asarray(localizer(FEATURES)), states @ projection + np.array(IDENTITY_TRANSFORM), atol=1e-6)
