@@ -212,8 +212,10 @@ def export(source, out, eval_size=None, calibration_size=CALIBRATION_SIZE, data_
         if (path / "metrics.json").exists():  # a finished run directory: ship its errors, settings and a card
             metrics = json.loads((path / "metrics.json").read_text())
             config = json.loads((path / "config.json").read_text())
-            for file in ("metrics.json", "config.json"):
-                shutil.copyfile(path / file, folder / file)
+            shutil.copyfile(path / "metrics.json", folder / "metrics.json")
+            # The run's MNIST file is a path on the machine it ran on; elsewhere
+            # the data comes from the cache or the mirror.
+            write_json(dict(config, mnist_path=None), folder / "config.json")
             shipped = out.resolve().parent == shipped_models_dir().resolve()
             (folder / "MODEL_CARD.md").write_text(model_card(out.name, metrics, config, report, shipped))
     return report

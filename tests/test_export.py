@@ -168,9 +168,12 @@ def test_a_finished_run_ships_with_its_metrics_and_a_model_card(tmp_path, monkey
     config = TrainConfig(model_options={"units": 16}, spec={"n_digits": 2, "canvas_size": 60, "n_clutter": 2},
                          train_size=200, valid_size=100, test_size=100, epochs=2, time_limit_minutes=1e-6)
     metrics = train(config, tmp_path / "run", verbose=0, command="lstm-stn train ...")
+    run_config = json.loads((tmp_path / "run" / "config.json").read_text())
+    (tmp_path / "run" / "config.json").write_text(json.dumps(dict(run_config, mnist_path="/elsewhere/mnist.npz")))
     shipped = tmp_path / "shipped"
     assert cli.main(["export", str(tmp_path / "run"), "--out", str(shipped / "tiny"), "--eval-size", "20"]) == 0
     assert json.loads((shipped / "tiny" / "metrics.json").read_text()) == metrics
+    assert json.loads((shipped / "tiny" / "config.json").read_text()) == dict(run_config, mnist_path=None)
     card = (shipped / "tiny" / "MODEL_CARD.md").read_text()
     assert card.startswith("# Model card: `tiny`")
     assert f"| Keras, float32 as trained (`metrics.json`) | 100 | {100 * metrics['single_digit_error']:.2f} %" in card
