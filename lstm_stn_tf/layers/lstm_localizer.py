@@ -56,10 +56,10 @@ class LSTMLocalizer(keras.layers.Layer):
             raise UserError(f"steps={steps!r}: expected a positive integer.")
         if cell not in _GATES:
             raise UserError(f"cell={cell!r}: expected one of {sorted(_GATES)}.")
-        self.units = units
-        self.steps = steps
         if not isinstance(unit_forget_bias, bool):
             raise UserError(f"unit_forget_bias={unit_forget_bias!r}: expected true or false.")
+        self.units = units
+        self.steps = steps
         self.cell = cell
         self.unit_forget_bias = unit_forget_bias
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
@@ -150,7 +150,7 @@ class LSTMLocalizer(keras.layers.Layer):
         return ops.stack(self._unroll(features), axis=1)
 
     def call(self, features):
-        hiddens = self._unroll(features)
+        hiddens = self._unroll(features)  # stacked below, inside the head's scope
         # The transform head runs in float32: a bfloat16 translation would be
         # quantised to ~0.4 pixel on a 100-pixel canvas. Its name scope lets
         # the int8 export keep it in float for the same reason.

@@ -25,13 +25,10 @@ N_CLASSES = 10
 # bias of 1 (Keras's LSTM). "lasagne": every gate weight from a normal of
 # standard deviation 0.1 and all biases 0 (Lasagne's defaults, which the
 # RNN-SPN code trained with).
+_LASAGNE_NORMAL = {"class_name": "RandomNormal", "config": {"stddev": 0.1}}
 CELL_INITS = {
     "keras": dict(kernel_initializer="glorot_uniform", recurrent_initializer="glorot_uniform", unit_forget_bias=True),
-    "lasagne": dict(
-        kernel_initializer={"class_name": "RandomNormal", "config": {"stddev": 0.1}},
-        recurrent_initializer={"class_name": "RandomNormal", "config": {"stddev": 0.1}},
-        unit_forget_bias=False,
-    ),
+    "lasagne": dict(kernel_initializer=_LASAGNE_NORMAL, recurrent_initializer=_LASAGNE_NORMAL, unit_forget_bias=False),
 }
 
 
