@@ -12,7 +12,8 @@ import sys
 # Before TensorFlow is first imported (the package imports it lazily).
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-DEMO_EPOCHS = 8  # about 10 minutes on 2 CPU cores
+DEMO_EPOCHS = 8
+DEMO_RECIPE = dict(recipe="fast")  # the demo's budget is its epochs: the cosine spans them
 # Modules that add subcommands: each has `add_commands(subparsers)`, and its
 # handlers take the parsed `args` (raising `UserError` for user mistakes).
 COMMAND_MODULES = ("lstm_stn_tf.visualize_cli", "lstm_stn_tf.export_cli")
@@ -53,7 +54,8 @@ def _add_speed_arguments(parser):
 
     defaults = TrainConfig()
     parser.add_argument("--precision", default=defaults.precision, choices=PRECISIONS,
-                        help="compute precision (default float32, the protocol's; mixed_bfloat16 is faster on CPUs with BF16)")
+                        help="compute precision (default auto: mixed_bfloat16 on a CPU with native bfloat16, "
+                        "AVX-512 BF16 or AMX; float32 elsewhere and on GPUs); the choice is printed and recorded")
     parser.add_argument("--steps-per-execution", type=int, default=defaults.steps_per_execution,
                         help="batches per compiled call (default 1)")
     parser.add_argument("--time-limit", type=float, metavar="MINUTES",
@@ -68,20 +70,26 @@ def _speed_options(args):
 
 def _add_recipe_arguments(parser):
     """Named options beyond the protocol (train and reproduce); the defaults are the protocol's."""
-    from lstm_stn_tf.training import OPTIMIZERS, TrainConfig
+    from lstm_stn_tf.training import OPTIMIZERS, RECIPES, SCHEDULES, TrainConfig
 
     defaults = TrainConfig()
-    group = parser.add_argument_group("options beyond the protocol (each run that uses one is labelled in the results)")
+    group = parser.add_argument_group("options beyond the protocol (each run that uses one is labelled in the results; "
+                                      "unset, each takes its recipe's value)")
+    group.add_argument("--recipe", default="protocol", choices=list(RECIPES),
+                       help="a named set of the options below: protocol (the default) or fast (a warm-up, a cosine "
+                       "decay over the epochs, default 20, fresh clutter and the Lasagne cell start)")
     group.add_argument("--option", type=_model_option, action="append", default=[], metavar="KEY=VALUE",
                        help="model override, repeatable: e.g. glimpse_size=48, units=128, cell_init=lasagne "
                        "(the recurrent cell's initialisation: keras, the default, or lasagne)")
-    group.add_argument("--optimizer", default=defaults.optimizer, choices=list(OPTIMIZERS),
-                       help="default rmsprop (the protocol's); both clip gradients as the protocol does")
-    group.add_argument("--weight-decay", type=float, default=defaults.weight_decay, help="AdamW's weight decay (default 0)")
-    group.add_argument("--warmup-epochs", type=int, default=defaults.warmup_epochs,
-                       help="linear learning-rate warm-up over this many epochs (default 0)")
-    group.add_argument("--label-smoothing", type=float, default=defaults.label_smoothing, help="default 0")
-    group.add_argument("--fresh-clutter", action="store_true",
+    group.add_argument("--optimizer", choices=list(OPTIMIZERS),
+                       help=f"default {defaults.optimizer} (the protocol's); both clip gradients as the protocol does")
+    group.add_argument("--learning-rate", type=float, help=f"default {defaults.learning_rate:g} (the protocol's)")
+    group.add_argument("--schedule", choices=list(SCHEDULES),
+                       help="step (the protocol's decay, the default) or cosine (to zero at the last epoch)")
+    group.add_argument("--weight-decay", type=float, help="AdamW's weight decay (default 0)")
+    group.add_argument("--warmup-epochs", type=int, help="linear learning-rate warm-up over this many epochs (default 0)")
+    group.add_argument("--label-smoothing", type=float, help="default 0")
+    group.add_argument("--fresh-clutter", action="store_true", default=None,
                        help="new training images from the same training digits every epoch (augmentation)")
     group.add_argument("--no-clipping", action="store_true",
                        help=f"no gradient clipping (the protocol clips each element to {defaults.clip_value:g}, "
@@ -89,9 +97,14 @@ def _add_recipe_arguments(parser):
 
 
 def _recipe_options(args):
-    return dict(model_options=dict(args.option), optimizer=args.optimizer, weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs,
-                label_smoothing=args.label_smoothing, fresh_clutter=args.fresh_clutter,
-                **(dict(clip_value=None, clip_global_norm=None) if args.no_clipping else {}))
+    """The recipe's name and the options given on the command line (the others keep the recipe's values)."""
+    given = dict(optimizer=args.optimizer, learning_rate=args.learning_rate, schedule=args.schedule,
+                 weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs,
+                 label_smoothing=args.label_smoothing, fresh_clutter=args.fresh_clutter)
+    options = {key: value for key, value in given.items() if value is not None}
+    if args.no_clipping:
+        options.update(clip_value=None, clip_global_norm=None)
+    return dict(recipe=args.recipe, model_options=dict(args.option), **options)
 
 
 def _train_arguments(parser, demo=False):
@@ -107,7 +120,9 @@ def _train_arguments(parser, demo=False):
         parser.add_argument("--n-clutter", type=int, default=defaults.spec["n_clutter"])
         parser.add_argument("--clutter-size", type=int, default=defaults.spec["clutter_size"])
         _add_recipe_arguments(parser)
-    parser.add_argument("--epochs", type=int, default=DEMO_EPOCHS if demo else defaults.epochs)
+    parser.add_argument("--epochs", type=int, default=DEMO_EPOCHS if demo else None,
+                        help=f"default {DEMO_EPOCHS} for the demo; for train, the recipe's "
+                        f"({defaults.epochs} for the protocol, at most, with early stopping)")
     parser.add_argument("--seed", type=int, default=defaults.seed, help="weight initialisation and shuffling seed")
     parser.add_argument("--train-size", type=int, default=defaults.train_size)
     parser.add_argument("--valid-size", type=int, default=defaults.valid_size)
@@ -121,7 +136,7 @@ def _train_arguments(parser, demo=False):
 def _config_from(args):
     from lstm_stn_tf.training import TrainConfig
 
-    options = {}
+    options = dict(DEMO_RECIPE)
     if not args.demo:
         options = dict(
             model=args.model,
@@ -130,10 +145,11 @@ def _config_from(args):
                       n_clutter=args.n_clutter, clutter_size=args.clutter_size),
             **_recipe_options(args),
         )
-    return TrainConfig(
+    if args.epochs is not None:
+        options["epochs"] = args.epochs
+    return TrainConfig.from_recipe(
         seed=args.seed,
         data_seed=args.data_seed,
-        epochs=args.epochs,
         batch_size=args.batch_size,
         train_size=args.train_size,
         valid_size=args.valid_size,

@@ -40,13 +40,13 @@ def reproduce(models, seeds, runs_dir="runs/reproduce", results_dir="results", c
     """
     results_dir = pathlib.Path(results_dir)
     for model in models:  # a bad model or option fails now, not after the first runs
-        TrainConfig(model=model, **overrides).build_model()
+        TrainConfig.from_recipe(model=model, **overrides).build_model()
     for model in models:
         for seed in seeds:
             name = run_name(model, seed, tag)
             run_dir = pathlib.Path(runs_dir) / name
             resume = (run_dir / "config.json").exists()
-            config = None if resume else TrainConfig(model=model, seed=seed, **overrides)
+            config = None if resume else TrainConfig.from_recipe(model=model, seed=seed, **overrides)
             print(f"\n== {name}: {'resuming' if resume else 'starting'} in {run_dir}"
                   + (" (with the options it started with)" if resume else ""))
             metrics = train(config, run_dir, resume=resume, command=command)
@@ -68,13 +68,20 @@ def _mean_std(values):
 def variant(config, stop_reason=None):
     """What a run changed from the protocol ("protocol" if nothing), from its
     `config.json` and, for a run its time limit cut short, that."""
-    protocol = TrainConfig().__dict__
+    recipe = config.get("recipe", "protocol")
+    # The protocol computes in float32: "auto" is how a run chooses, not what it ran.
+    baseline = dict(TrainConfig.from_recipe(recipe).__dict__, precision="float32")
     # steps_per_execution changes how batches are dispatched, not what is
     # learned; a time limit changes nothing unless it stopped the run.
-    ignored = ("model", "seed", "mnist_path", "steps_per_execution", "time_limit_minutes")
-    # Model options are named one by one (glimpse_size=48), like the recipe's.
-    config = dict({k: v for k, v in config.items() if k != "model_options"}, **config.get("model_options", {}))
-    changed = [f"{k}={v}" for k, v in sorted(config.items()) if k not in ignored and v != protocol.get(k)]
+    ignored = ("model", "seed", "mnist_path", "steps_per_execution", "time_limit_minutes", "recipe")
+
+    def flat(values):  # model options are named one by one (glimpse_size=48), like the recipe's
+        return dict({k: v for k, v in values.items() if k != "model_options"}, **values.get("model_options", {}))
+
+    config, baseline = flat(config), flat(baseline)
+    changed = [f"{k}={v}" for k, v in sorted(config.items()) if k not in ignored and v != baseline.get(k)]
+    if recipe != "protocol":
+        changed.insert(0, f"recipe {recipe}")
     if stop_reason == "time_limit":
         changed.append(f"cut at {config['time_limit_minutes']:g} min")
     return ", ".join(changed) or "protocol"

@@ -13,9 +13,7 @@ import dataclasses
 import importlib.util
 import json
 import math
-import os
 import pathlib
-import platform
 import shutil
 import sys
 import time
@@ -25,72 +23,31 @@ import keras
 from keras import ops
 
 from lstm_stn_tf.data import ClutterSpec, FreshClutterBatches, load_mnist, load_splits, make_input, split_digit_corners
+from lstm_stn_tf import machine
 from lstm_stn_tf.errors import UserError
 from lstm_stn_tf.evaluation import evaluate_model, save_inference_model
+from lstm_stn_tf.losses import SmoothedSparseCrossentropy
 from lstm_stn_tf.models import build_model
+from lstm_stn_tf.optimizers import ClippedAdamW, ClippedRMSprop
 from lstm_stn_tf.paths import atomic_path
 
 
-class _ProtocolClipping:
-    """Clips each gradient element-wise, then by global norm; a limit of
-    None skips its stage (the `--no-clipping` option skips both).
-
-    Keras optimizers accept only one of `clipvalue` and `global_clipnorm`;
-    the protocol applies both, in this order.
-    """
-
-    def __init__(self, clip_value=1.0, clip_global_norm=5.0, **kwargs):
-        super().__init__(**kwargs)
-        self.clip_value = clip_value
-        self.clip_global_norm = clip_global_norm
-
-    def _clip_gradients(self, grads):
-        if self.clip_value is not None:
-            grads = [None if g is None else ops.clip(g, -self.clip_value, self.clip_value) for g in grads]
-        if self.clip_global_norm is None:
-            return grads
-        present = [g for g in grads if g is not None]
-        norm = ops.sqrt(sum(ops.sum(ops.square(g)) for g in present))
-        scale = ops.minimum(1.0, self.clip_global_norm / ops.maximum(norm, 1e-12))
-        return [None if g is None else g * ops.cast(scale, g.dtype) for g in grads]
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(clip_value=self.clip_value, clip_global_norm=self.clip_global_norm)
-        return config
-
-
-@keras.saving.register_keras_serializable(package="lstm_stn_tf")
-class ClippedRMSprop(_ProtocolClipping, keras.optimizers.RMSprop):
-    """The protocol's optimizer: RMSprop with its two-stage gradient clipping."""
-
-
-@keras.saving.register_keras_serializable(package="lstm_stn_tf")
-class ClippedAdamW(_ProtocolClipping, keras.optimizers.AdamW):
-    """AdamW (a named option) with the protocol's two-stage gradient clipping."""
-
-
-@keras.saving.register_keras_serializable(package="lstm_stn_tf")
-class SmoothedSparseCrossentropy(keras.losses.Loss):
-    """Cross-entropy against integer labels smoothed towards the uniform distribution.
-
-    Keras's sparse cross-entropy has no label smoothing; the one-hot one has.
-    """
-
-    def __init__(self, label_smoothing=0.1, name="smoothed_sparse_crossentropy", **kwargs):
-        super().__init__(name=name, **kwargs)
-        self.label_smoothing = label_smoothing
-
-    def call(self, y_true, y_pred):
-        one_hot = ops.one_hot(ops.cast(y_true, "int32"), ops.shape(y_pred)[-1], dtype=y_pred.dtype)
-        return keras.losses.categorical_crossentropy(one_hot, y_pred, label_smoothing=self.label_smoothing)
-
-    def get_config(self):
-        return dict(super().get_config(), label_smoothing=self.label_smoothing)
-
-
-PRECISIONS = ("float32", "mixed_bfloat16")
+PRECISIONS = ("auto", "float32", "mixed_bfloat16")
 OPTIMIZERS = {"rmsprop": ClippedRMSprop, "adamw": ClippedAdamW}
+SCHEDULES = ("step", "cosine")
+# Named recipes: TrainConfig values that replace the protocol's ("protocol" is
+# the protocol itself). A run records its recipe, and the results table names
+# the recipe and whatever the run changed beyond it.
+RECIPES = {
+    "protocol": {},
+    # Fewer epochs to a good model: a two-epoch warm-up to twice the
+    # protocol's rate, a cosine decay to zero at the last epoch, new clutter
+    # every epoch and the recurrent cell's Lasagne start (both helped the
+    # protocol's schedule most in its first 40 epochs); 20 epochs unless
+    # --epochs says otherwise, the cosine always spanning them all.
+    "fast": dict(epochs=20, learning_rate=1e-3, warmup_epochs=2, schedule="cosine", fresh_clutter=True,
+                 model_options={"cell_init": "lasagne"}),
+}
 
 
 @dataclasses.dataclass
@@ -99,6 +56,7 @@ class TrainConfig:
 
     model: str = "lstm_stn"
     model_options: dict = dataclasses.field(default_factory=dict)
+    recipe: str = "protocol"  # the name of the RECIPES entry this config started from
     seed: int = 0
     data_seed: int = 0
     epochs: int = 300
@@ -108,6 +66,7 @@ class TrainConfig:
     decay_start: int = 30
     decay_every: int = 10
     decay_factor: float = 1.5
+    schedule: str = "step"  # the protocol's step decay, or "cosine" to zero at `epochs` (named option)
     clip_value: typing.Optional[float] = 1.0  # None: no element-wise clipping (named option)
     clip_global_norm: typing.Optional[float] = 5.0  # None: no global-norm clipping (named option)
     train_size: int = 60_000
@@ -117,8 +76,10 @@ class TrainConfig:
     mnist_path: str = None
     # Speed options (not in the protocol): "mixed_bfloat16" computes the CNNs
     # and the LSTM in bfloat16 (the sampler's coordinates and the transforms
-    # stay float32); steps_per_execution runs several batches per call.
-    precision: str = "float32"
+    # stay float32); "auto" takes it only where the CPU computes bfloat16
+    # natively (`machine.choose_precision`), and `train` records the choice;
+    # steps_per_execution runs several batches per call.
+    precision: str = "auto"
     steps_per_execution: int = 1
     # Budget option (not in the protocol): stop after the first epoch that
     # brings the run's total training time past this many minutes.
@@ -134,6 +95,10 @@ class TrainConfig:
     def __post_init__(self):
         if self.precision not in PRECISIONS:
             raise UserError(f"precision={self.precision!r}: expected one of {', '.join(PRECISIONS)}.")
+        if self.recipe not in RECIPES:
+            raise UserError(f"recipe={self.recipe!r}: expected one of {', '.join(RECIPES)}.")
+        if self.schedule not in SCHEDULES:
+            raise UserError(f"schedule={self.schedule!r}: expected one of {', '.join(SCHEDULES)}.")
         if self.optimizer not in OPTIMIZERS:
             raise UserError(f"optimizer={self.optimizer!r}: expected one of {', '.join(OPTIMIZERS)}.")
         if self.weight_decay and self.optimizer != "adamw":
@@ -151,6 +116,20 @@ class TrainConfig:
             raise UserError(f"fresh_clutter={self.fresh_clutter!r}: expected true or false.")
         self.spec = ClutterSpec(**self.spec).key()
 
+    @classmethod
+    def from_recipe(cls, recipe="protocol", **overrides):
+        """The config of a named recipe (`RECIPES`), `overrides` replacing its values."""
+        if recipe not in RECIPES:
+            raise UserError(f"recipe={recipe!r}: expected one of {', '.join(RECIPES)}.")
+        values = dict(RECIPES[recipe], **overrides)
+        values["model_options"] = dict(RECIPES[recipe].get("model_options", {}), **overrides.get("model_options", {}))
+        return cls(recipe=recipe, **values)
+
+    def resolved(self):
+        """This config with `precision="auto"` replaced by the choice for this machine, and why."""
+        precision, reason = machine.choose_precision(self.precision)
+        return dataclasses.replace(self, precision=precision), reason
+
     @property
     def clutter_spec(self):
         return ClutterSpec(**self.spec)
@@ -158,7 +137,7 @@ class TrainConfig:
     def build_model(self):
         spec = self.clutter_spec
         previous = keras.config.dtype_policy()
-        keras.config.set_dtype_policy(self.precision)
+        keras.config.set_dtype_policy(machine.choose_precision(self.precision)[0])
         try:
             return build_model(
                 self.model,
@@ -170,9 +149,12 @@ class TrainConfig:
             keras.config.set_dtype_policy(previous)
 
     def learning_rate_at(self, epoch):
-        """The protocol's step decay (after the optional warm-up); `epoch` counts from 0."""
+        """The protocol's step decay or the cosine (after the optional warm-up); `epoch` counts from 0."""
         if epoch < self.warmup_epochs:
             return self.learning_rate * (epoch + 1) / self.warmup_epochs
+        if self.schedule == "cosine":  # from the full rate after the warm-up to 0 after the last epoch
+            progress = (epoch - self.warmup_epochs) / max(1, self.epochs - self.warmup_epochs)
+            return self.learning_rate * 0.5 * (1.0 + math.cos(math.pi * progress))
         if epoch < self.decay_start:
             return self.learning_rate
         return self.learning_rate / self.decay_factor ** ((epoch - self.decay_start) // self.decay_every + 1)
@@ -305,28 +287,6 @@ def _truncate_history(history, epochs):
         temporary.write_text("".join(kept))
 
 
-def machine_description():
-    backend = keras.backend.backend()
-    devices = "CPU"
-    if backend == "jax":
-        import jax
-
-        devices = ", ".join(sorted({d.device_kind for d in jax.devices()}))
-    elif backend == "tensorflow":
-        import tensorflow as tf
-
-        gpus = tf.config.list_physical_devices("GPU")
-        devices = f"{len(gpus)} GPU" if gpus else "CPU"
-    return {
-        "device": devices,
-        "cpu_count": os.cpu_count(),
-        "processor": platform.processor() or platform.machine(),
-        "backend": backend,
-        "keras": keras.__version__,
-        "python": platform.python_version(),
-    }
-
-
 def train(config, run_dir, resume=False, verbose=None, command=None):
     """Runs (or resumes) the recipe in `run_dir`; returns the test metrics.
 
@@ -354,6 +314,10 @@ def train(config, run_dir, resume=False, verbose=None, command=None):
             f"{run_dir} already holds a run; use --resume {run_dir} to continue it, "
             "or choose another --run-dir."
         )
+    config, precision_reason = config.resolved()  # config.json keeps the choice, so a resumed run keeps it
+    if resume:
+        precision_reason = "the run's config.json" if precision_reason == "as asked" else precision_reason
+    print(f"Precision: {config.precision} ({precision_reason})")
     # With fresh clutter the fixed training images are never read: not loaded, generated or cached.
     names = [split for split in config.sizes() if not (config.fresh_clutter and split == "train")]
     splits = load_splits(config.sizes(), config.data_seed, config.clutter_spec, config.mnist_path, names=names)
@@ -408,7 +372,8 @@ def train(config, run_dir, resume=False, verbose=None, command=None):
             if keeper.best["epoch"] < 0:
                 raise UserError("the loss became NaN before any epoch finished; no model was kept.")
     epochs_done = len(_history_rows(history))
-    metrics = write_metrics(run_dir, config, splits["test"], command, keeper.stop_reason(epochs_done, config.epochs))
+    metrics = write_metrics(run_dir, config, splits["test"], command, keeper.stop_reason(epochs_done, config.epochs),
+                            precision_reason)
     shutil.rmtree(backup_dir, ignore_errors=True)
     return metrics
 
@@ -442,7 +407,7 @@ def _epoch_seconds(rows):
     return [value for value in seconds if math.isfinite(value)]
 
 
-def write_metrics(run_dir, config, test_split, command=None, stop_reason=None):
+def write_metrics(run_dir, config, test_split, command=None, stop_reason=None, precision_reason=None):
     """Evaluates `best.keras` on the test split and writes `metrics.json`."""
     run_dir = pathlib.Path(run_dir)
     model = keras.saving.load_model(run_dir / "best.keras")
@@ -460,7 +425,9 @@ def write_metrics(run_dir, config, test_split, command=None, stop_reason=None):
         stop_reason=stop_reason,
         train_seconds=sum(seconds),
         seconds_per_epoch=sorted(seconds)[len(seconds) // 2] if seconds else None,
-        machine=machine_description(),
+        precision=config.precision,
+        precision_reason=precision_reason,
+        machine=machine.describe(),
         command=command,
     )
     with atomic_path(run_dir / "metrics.json") as temporary:

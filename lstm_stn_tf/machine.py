@@ -1,0 +1,102 @@
+"""What machine a run is on, and the compute precision that is fastest there.
+
+bfloat16 pays only where the CPU computes it natively (AVX-512 BF16 or AMX):
+elsewhere oneDNN emulates it, and on a 2-core AVX2 EPYC the mixed_bfloat16
+policy trained 4x slower than float32 (issue 21). GPUs keep float32 (TF32 on
+the tensor cores where the framework enables it).
+"""
+
+import os
+import platform
+
+NATIVE_BFLOAT16_FLAGS = ("amx_bf16", "avx512_bf16")
+# The CPU flags worth recording beside a speed figure.
+REPORTED_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_tile")
+
+
+def _cpuinfo():
+    try:
+        with open("/proc/cpuinfo") as handle:
+            return handle.read()
+    except OSError:  # not Linux: no flags known, so no bfloat16 by default
+        return ""
+
+
+def cpu_flags(cpuinfo=None):
+    """The CPU's feature flags (`/proc/cpuinfo`), a set; empty where unknown."""
+    text = _cpuinfo() if cpuinfo is None else cpuinfo
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return set(line.partition(":")[2].split())
+    return set()
+
+
+def cpu_model(cpuinfo=None):
+    text = _cpuinfo() if cpuinfo is None else cpuinfo
+    for line in text.splitlines():
+        if line.startswith("model name"):
+            return line.partition(":")[2].strip()
+    return platform.processor() or platform.machine()
+
+
+def accelerator():
+    """The accelerator Keras's backend computes on ("GPU", "TPU"), or None for the CPU."""
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        platform_name = jax.devices()[0].platform
+        return None if platform_name == "cpu" else platform_name.upper()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return "GPU" if tf.config.list_physical_devices("GPU") else None
+    if backend == "torch":
+        import torch
+
+        return "GPU" if torch.cuda.is_available() else None
+    return None
+
+
+def choose_precision(precision="auto", flags=None, device=None):
+    """`(precision, reason)`: `precision` itself unless it is "auto".
+
+    "auto" gives float32 on an accelerator and on a CPU without native
+    bfloat16, and mixed_bfloat16 on a CPU with AVX-512 BF16 or AMX.
+    `flags` (default: this CPU's) and `device` (default: `accelerator()`)
+    are arguments so the choice can be tested for any machine.
+    """
+    if precision != "auto":
+        return precision, "as asked"
+    device = accelerator() if device is None else device
+    if device:
+        return "float32", f"auto: on the {device}"
+    native = sorted(set(NATIVE_BFLOAT16_FLAGS) & (cpu_flags() if flags is None else set(flags)))
+    if native:
+        return "mixed_bfloat16", f"auto: this CPU computes bfloat16 natively ({', '.join(native)})"
+    return "float32", "auto: this CPU has no native bfloat16 (no AVX-512 BF16 or AMX), where it is emulated and slower"
+
+
+def describe():
+    """The machine, for results files: CPU model and flags, cores, GPU, backend, versions."""
+    import keras
+
+    flags = cpu_flags()
+    description = {
+        "device": accelerator() or "CPU",
+        "cpu": cpu_model(),
+        "cpu_flags": [flag for flag in REPORTED_FLAGS if flag in flags],
+        "cpu_count": os.cpu_count(),
+        "backend": keras.backend.backend(),
+        "keras": keras.__version__,
+        "python": platform.python_version(),
+    }
+    backend = description["backend"]
+    if backend in ("tensorflow", "jax"):
+        module = __import__(backend)
+        description[backend] = module.__version__
+        if backend == "jax":
+            description["device"] = ", ".join(sorted({d.device_kind for d in module.devices()}))
+    return description
