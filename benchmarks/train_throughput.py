@@ -12,7 +12,6 @@ costs beside a 60,000-image training epoch. Runs on any Keras backend
 
 import argparse
 import os
-import platform
 import statistics
 import time
 
@@ -21,14 +20,18 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
+from lstm_stn_tf import machine  # noqa: E402
 from lstm_stn_tf.data import make_input, tf_dataset  # noqa: E402
 from lstm_stn_tf.layers import FoldedTimeDistributed, LSTMLocalizer  # noqa: E402
 from lstm_stn_tf.models import build_model  # noqa: E402
 from lstm_stn_tf.training import TrainConfig, compile_model  # noqa: E402
 
-# FP32 FLOPs per cycle per core: two 256-bit FMA pipes (AMD Zen 4 runs AVX-512
-# as 2 x 256 bit). An assumption, printed with the result.
-FLOPS_PER_CYCLE = 32
+def fp32_flops_per_cycle(description):
+    """FP32 FLOPs per cycle per core, from the CPU's flags: two FMA pipes of 256 bits (AVX2,
+    and AMD Zen 4, which runs AVX-512 as 2 x 256 bit) or of 512 bits (Intel AVX-512).
+    An assumption, printed with the result."""
+    wide = "avx512f" in description["cpu_flags"] and "AMD" not in description["cpu"]
+    return 64 if wide else 32
 
 
 def multiply_adds(layer, repeat=1):
@@ -51,14 +54,14 @@ def multiply_adds(layer, repeat=1):
     return int(total) * repeat
 
 
-def cpu_peak_flops():
+def cpu_peak_flops(flops_per_cycle):
     mhz = 0.0
     try:
         with open("/proc/cpuinfo") as handle:
             mhz = max(float(line.split(":")[1]) for line in handle if line.startswith("cpu MHz"))
     except (OSError, ValueError):
         pass
-    return os.cpu_count() * FLOPS_PER_CYCLE * mhz * 1e6, mhz
+    return os.cpu_count() * flops_per_cycle * mhz * 1e6, mhz
 
 
 def software():
@@ -76,18 +79,6 @@ def software():
         devices = ", ".join(sorted({d.device_kind for d in jax.devices()}))
         return f"JAX {jax.__version__} on {devices}, Keras {keras.__version__}"
     return f"{keras.backend.backend()}, Keras {keras.__version__}"
-
-
-def on_cpu():
-    if keras.backend.backend() == "jax":
-        import jax
-
-        return jax.devices()[0].platform == "cpu"
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
-
-        return not tf.config.list_physical_devices("GPU")
-    return True
 
 
 def interleaved_windows(models, run_window, windows):
@@ -110,9 +101,16 @@ def interleaved_windows(models, run_window, windows):
     return warm_up, seconds
 
 
-def build(model_name, precision, steps_per_execution):
-    config = TrainConfig(model=model_name, precision=precision, steps_per_execution=steps_per_execution)
-    return compile_model(config.build_model(), config)
+def build(model_name, variant, steps_per_execution):
+    """A compiled model for `variant`: a precision ("auto", "float32", "mixed_bfloat16"),
+    with "+xla" for XLA-compiled training steps (`jit_compile=True`)."""
+    precision, _, xla = variant.partition("+")
+    config, _ = TrainConfig(model=model_name, precision=precision, steps_per_execution=steps_per_execution).resolved()
+    model = compile_model(config.build_model(), config)
+    if xla:
+        model.compile(optimizer=model.optimizer, loss=model.loss, metrics=["accuracy"],
+                      steps_per_execution=steps_per_execution, jit_compile=True)
+    return model
 
 
 def main():
@@ -120,7 +118,8 @@ def main():
     parser.add_argument("--model", default="lstm_stn")
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--variants", nargs="+", default=["float32", "mixed_bfloat16"],
-                        help="dtype policies to compare")
+                        help="dtype policies to compare (auto: the training default's choice), each "
+                        "optionally with +xla (XLA-compiled steps), e.g. float32+xla")
     parser.add_argument("--steps-per-execution", type=int, default=1)
     parser.add_argument("--window", type=int, default=30, help="batches per timed window")
     parser.add_argument("--windows", type=int, default=5)
@@ -160,13 +159,19 @@ def main():
         evaluation_seconds[variant] = statistics.median(times)
 
     forward = multiply_adds(models[args.variants[0]])
-    peak, mhz = cpu_peak_flops()
-    cpu = on_cpu()
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores at {mhz:.0f} MHz; {software()}")
+    description = machine.describe()
+    flops_per_cycle = fp32_flops_per_cycle(description)
+    peak, mhz = cpu_peak_flops(flops_per_cycle)
+    cpu = machine.accelerator() is None
+    print(f"machine: {description['cpu']}, {os.cpu_count()} cores at {mhz:.0f} MHz, flags "
+          f"{' '.join(description['cpu_flags']) or 'unknown'}; {software()}; "
+          f"ONEDNN_MAX_CPU_ISA={os.environ.get('ONEDNN_MAX_CPU_ISA', 'unset')}, "
+          f"TF_ENABLE_ONEDNN_OPTS={os.environ.get('TF_ENABLE_ONEDNN_OPTS', 'unset')}; "
+          f"load average {os.getloadavg()[0]:.1f}")
     print(f"model {args.model}: {forward / 1e6:.1f} M multiply-adds per image forward, "
           f"~{3 * 2 * forward / 1e6:.0f} MFLOP per image per training step (3 x forward)")
     if cpu:
-        print(f"peak assumed: {peak / 1e9:.0f} GFLOP/s ({FLOPS_PER_CYCLE} FP32 FLOP/cycle/core)")
+        print(f"peak assumed: {peak / 1e9:.0f} GFLOP/s ({flops_per_cycle} FP32 FLOP/cycle/core)")
     print()
     print("| variant | images/s (median) | windows | % of FP32 peak | 60k-image epoch | validation (10k) | warm-up window |")
     print("| --- | --- | --- | --- | --- | --- | --- |")

@@ -4,17 +4,29 @@
     model = build_model("lstm_stn")          # untrained
     model = load_pretrained("lstm_stn")      # the shipped, trained one
 
-Submodules load on first use, so `import lstm_stn_tf` stays cheap and the
-command-line tool can quieten TensorFlow before it is imported.
+`import lstm_stn_tf` imports Keras and registers the package's layers,
+optimizers and loss with it, so `keras.saving.load_model` reads the package's
+models; the heavier submodules (data, training, ...) load on first use.
 """
 
 import importlib
+import os
+
+# Read when TensorFlow is first imported (by Keras, below, on its default backend):
+# it hides TensorFlow's C++ info and warning logs, such as its start-up note on the
+# CPU instructions it was not built for.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from lstm_stn_tf._quiet_import import import_keras  # noqa: E402
+
+import_keras()  # the first Keras import, without TensorFlow's start-up lines (see _quiet_import)
+
+from lstm_stn_tf import layers, losses, optimizers  # noqa: E402, F401  (registers them with Keras)
 
 __version__ = "0.1.0"
 
 _ATTRIBUTES = {
     "data": "lstm_stn_tf.data",
-    "layers": "lstm_stn_tf.layers",
     "models": "lstm_stn_tf.models",
     "training": "lstm_stn_tf.training",
     "evaluation": "lstm_stn_tf.evaluation",
@@ -28,7 +40,7 @@ _ATTRIBUTES = {
     "Predictor": "lstm_stn_tf.predictor",
 }
 
-__all__ = sorted(_ATTRIBUTES)
+__all__ = sorted([*_ATTRIBUTES, "layers"])
 
 
 def __getattr__(name):

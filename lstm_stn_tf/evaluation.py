@@ -6,7 +6,6 @@ import pathlib
 import keras
 import numpy as np
 
-from lstm_stn_tf import layers as _custom_layers  # noqa: F401  (registers them for loading)
 from lstm_stn_tf.data import make_input
 from lstm_stn_tf.errors import UserError
 from lstm_stn_tf.paths import atomic_path, model_source, shipped_model
@@ -23,8 +22,6 @@ def load_model(path):
         raise UserError(f"{path}: no such file or run directory.")
     elif path.suffix != ".keras":
         raise UserError(f"{path}: expected a .keras file or a run directory.")
-    import lstm_stn_tf.training  # noqa: F401  (registers the optimizers and loss a compiled model names)
-
     try:
         return keras.saving.load_model(path)
     except Exception as error:  # Keras raises many types for a damaged file
@@ -46,6 +43,7 @@ def _split_settings(source, model, data_seed, mnist_path):
     For a run directory (or a `.keras` file with a run's `config.json` beside
     it: `best.keras`, an export, a shipped model), the data settings of that
     `config.json`; otherwise the protocol's with the model's canvas and digit count.
+    A `data_seed` given (not None) replaces the recorded one (else 0).
     """
     from lstm_stn_tf.data import ClutterSpec
 
@@ -54,19 +52,32 @@ def _split_settings(source, model, data_seed, mnist_path):
     config_path = path / "config.json" if path.is_dir() else path.parent / "config.json"
     config = json.loads(config_path.read_text()) if config_path.exists() else {}
     if "spec" in config and "data_seed" in config:
-        return ClutterSpec(**config["spec"]), config["data_seed"], mnist_path or config.get("mnist_path")
-    return ClutterSpec(n_digits=model.output.shape[1], canvas_size=model.input.shape[1]), data_seed, mnist_path
+        # A recorded MNIST path may be another machine's, or gone: the usual sources
+        # then serve, as MNIST is checksum-verified (a path given here must exist).
+        recorded = config.get("mnist_path")
+        if mnist_path is None and recorded and pathlib.Path(recorded).expanduser().exists():
+            mnist_path = recorded
+        return ClutterSpec(**config["spec"]), config["data_seed"] if data_seed is None else data_seed, mnist_path
+    spec = ClutterSpec(n_digits=model.output.shape[1], canvas_size=model.input.shape[1])
+    return spec, 0 if data_seed is None else data_seed, mnist_path
 
 
-def model_split(source, model, split="test", size=None, data_seed=0, mnist_path=None):
+def model_split(source, model, split="test", size=None, data_seed=None, mnist_path=None):
     """The cluttered split a model is judged on: `(images, labels)` (see `_split_settings`)."""
     from lstm_stn_tf.data import load_mnist, load_split
 
     spec, data_seed, mnist_path = _split_settings(source, model, data_seed, mnist_path)
+    model_shape = (model.input.shape[1], model.input.shape[2], model.output.shape[1])
+    if model_shape != (spec.canvas_size, spec.canvas_size, spec.n_digits):
+        raise UserError(
+            f"{source}: the model reads {model_shape[0]} x {model_shape[1]} images of {model_shape[2]} digits, "
+            f"but its run's config.json describes {spec.canvas_size} x {spec.canvas_size} images of "
+            f"{spec.n_digits}; the model and the config.json beside it are not of one run."
+        )
     return load_split(split, size, data_seed, spec, mnist=lambda: load_mnist(mnist_path))
 
 
-def model_split_digit_corners(source, model, split="test", size=None, data_seed=0):
+def model_split_digit_corners(source, model, split="test", size=None, data_seed=None):
     """Where the digits of `model_split`'s images are: `(N, n_digits, 2)` top-left (y, x)."""
     from lstm_stn_tf.data import split_digit_corners
 

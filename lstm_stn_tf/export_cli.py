@@ -20,7 +20,7 @@ def add_commands(subparsers):
     export.add_argument("model", help="a .keras file, a run directory or a shipped model's name")
     export.add_argument("--out", required=True, metavar="DIR", help="the export folder (an earlier export there is replaced)")
     export.add_argument("--eval-size", type=int, help="test images for the errors of the TFLite models (default: all 10,000)")
-    _add_data_arguments(export)
+    _add_data_arguments(export, judged_model=True)
     export.set_defaults(handler=cmd_export)
 
     predict = subparsers.add_parser(
@@ -29,7 +29,10 @@ def add_commands(subparsers):
         "model's, colour is made grey; a file that cannot be read is reported and the others are "
         "still read (exit status 2 if any failed).",
     )
-    predict.add_argument("files", nargs="+", metavar="FILE", help="PNG, JPEG or .npy (uint8, or float in [0, 1]) images")
+    predict.add_argument("files", nargs="+", metavar="FILE",
+                         help="PNG or JPEG images (transparent backgrounds read as black), or .npy arrays: one "
+                         "image (H, W[, 1]) or a batch (N, H, W[, 1]), reported as FILE[i]; integers in 0-255 or "
+                         "floats in [0, 1]")
     predict.add_argument("--model", default=DEFAULT_MODEL, metavar="NAME_OR_PATH",
                          help=f"a shipped model's name, .keras file, run directory, export folder, SavedModel "
                          f"folder or .tflite file (default {DEFAULT_MODEL})")
@@ -50,24 +53,24 @@ def cmd_export(args):
 def cmd_predict(args):
     import numpy as np
 
-    from lstm_stn_tf.predictor import Predictor, read_image
+    from lstm_stn_tf.predictor import Predictor, read_images
 
     predictor = Predictor(args.model)
     results, images = [], []
     for file in args.files:
         try:
-            image, note = read_image(file, predictor.image_size)
+            names, file_images, note = read_images(file, predictor.image_size)
         except UserError as error:
             print(f"lstm-stn: error: {error}", file=sys.stderr)
             results.append({"file": file, "error": str(error)})
             continue
         if note:
             print(f"lstm-stn: warning: {file}: {note}.", file=sys.stderr)
-        results.append({"file": file})
-        images.append(image)
+        results.extend({"file": name} for name in names)
+        images.append(file_images)
     read = [result for result in results if "error" not in result]
     if images:
-        digits, probabilities, _ = predictor.predict(np.stack(images))
+        digits, probabilities, _ = predictor.predict(np.concatenate(images))
         for result, row, row_probabilities in zip(read, digits, probabilities):
             result["digits"] = row.tolist()
             result["confidence"] = [round(float(p), 4) for p in row_probabilities.max(axis=-1)]
@@ -78,4 +81,4 @@ def cmd_predict(args):
             print(f"{result['file']}: {''.join(map(str, result['digits']))}")
     failed = len(results) - len(read)
     if failed:
-        raise UserError(f"{failed} of {len(results)} files could not be read.")
+        raise UserError(f"{failed} of {len(args.files)} files could not be read.")

@@ -36,6 +36,7 @@ from lstm_stn_tf.predictor import SIGNATURE, Predictor
 CALIBRATION_SIZE = 300  # train images that set the int8 ranges
 PARITY_SIZE = 100  # test images on which the formats are compared with Keras
 FILES = ("model.keras", "saved_model", "model.tflite", "model_int8.tflite")
+EXPORT_FILES = FILES + ("export.json", "metrics.json", "config.json", "MODEL_CARD.md")  # all an export writes
 
 
 def write_saved_model(model, path):
@@ -166,12 +167,24 @@ def compare_formats(folder, images, labels, parity_size=PARITY_SIZE):
 
 
 def _check_out(out):
-    """An export may replace an earlier export, never other files."""
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "export.json").exists())):
+    """An export replaces the whole folder: an earlier export, never other
+    files, nor the folder the command runs in."""
+    if not out.exists():
+        return
+    if not out.is_dir() or (any(out.iterdir()) and not (out / "export.json").exists()):
         raise UserError(f"{out}: exists and is not an earlier export; choose a new or empty folder for --out.")
+    here = pathlib.Path.cwd().resolve()
+    if out.resolve() == here or out.resolve() in here.parents:
+        raise UserError(f"{out}: the export would replace the folder this command runs in; run it from elsewhere.")
+    others = sorted(entry.name for entry in out.iterdir() if entry.name not in EXPORT_FILES)
+    if others:
+        raise UserError(
+            f"{out}: an earlier export, but also {', '.join(others)}, which the export did not write and would "
+            "delete; move them out, or choose another --out."
+        )
 
 
-def export(source, out, eval_size=None, calibration_size=CALIBRATION_SIZE, data_seed=0, mnist_path=None, command=None):
+def export(source, out, eval_size=None, calibration_size=CALIBRATION_SIZE, data_seed=None, mnist_path=None, command=None):
     """Writes the export folder `out` for the model `source`; returns its report.
 
     Args:
@@ -179,7 +192,7 @@ def export(source, out, eval_size=None, calibration_size=CALIBRATION_SIZE, data_
         out: the folder, written whole or not at all.
         eval_size: test images for the TFLite errors (default: the whole split).
         calibration_size: train images that calibrate the int8 model.
-        data_seed, mnist_path: the data, as for `lstm-stn evaluate`.
+        data_seed, mnist_path: the data, as for `lstm-stn evaluate` (None: the run's recorded seed, else 0).
         command: the command line, recorded in `export.json`.
     """
     out = pathlib.Path(out)

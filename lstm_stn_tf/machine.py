@@ -10,6 +10,10 @@ import os
 import platform
 
 NATIVE_BFLOAT16_FLAGS = ("amx_bf16", "avx512_bf16")
+# oneDNN's instruction-set caps (ONEDNN_MAX_CPU_ISA) that still include bfloat16 arithmetic;
+# a lower cap (AVX2, AVX512_CORE, ...) makes oneDNN emulate it even on a CPU that has it.
+BFLOAT16_ISA_CAPS = ("ALL", "AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX512_CORE_AMX", "AVX512_CORE_AMX_FP16",
+                     "AVX10_1_512", "AVX10_1_512_AMX", "AVX10_1_512_AMX_FP16", "AVX10_2_512", "AVX10_2_512_AMX_2")
 # The CPU flags worth recording beside a speed figure.
 REPORTED_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_tile")
 
@@ -60,19 +64,23 @@ def accelerator():
     return None
 
 
-def choose_precision(precision="auto", flags=None, device=None):
+def choose_precision(precision="auto", flags=None, device=None, isa_cap=None):
     """`(precision, reason)`: `precision` itself unless it is "auto".
 
     "auto" gives float32 on an accelerator and on a CPU without native
-    bfloat16, and mixed_bfloat16 on a CPU with AVX-512 BF16 or AMX.
-    `flags` (default: this CPU's) and `device` (default: `accelerator()`)
-    are arguments so the choice can be tested for any machine.
+    bfloat16, and mixed_bfloat16 on a CPU with AVX-512 BF16 or AMX (unless
+    `ONEDNN_MAX_CPU_ISA` caps oneDNN below them). `flags` (default: this
+    CPU's), `device` (default: `accelerator()`) and `isa_cap` (default: the
+    environment's) are arguments so the choice can be tested for any machine.
     """
     if precision != "auto":
         return precision, "as asked"
     device = accelerator() if device is None else device
     if device:
         return "float32", f"auto: on the {device}"
+    isa_cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "") if isa_cap is None else isa_cap
+    if isa_cap and isa_cap.upper() not in BFLOAT16_ISA_CAPS:
+        return "float32", f"auto: ONEDNN_MAX_CPU_ISA={isa_cap} keeps oneDNN from native bfloat16"
     native = sorted(set(NATIVE_BFLOAT16_FLAGS) & (cpu_flags() if flags is None else set(flags)))
     if native:
         return "mixed_bfloat16", f"auto: this CPU computes bfloat16 natively ({', '.join(native)})"

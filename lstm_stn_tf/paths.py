@@ -1,6 +1,7 @@
 """Where the package keeps downloaded and generated data."""
 
 import contextlib
+import glob
 import os
 import pathlib
 import shutil
@@ -62,6 +63,42 @@ def _umask():
     return umask
 
 
+def _unwritable(path, error):
+    """The `UserError` for an `OSError` writing `path` (a file where a folder
+    must be, a missing permission, a folder where the file goes)."""
+    path = pathlib.Path(path)
+    blocking = next((parent for parent in path.parents if parent.exists()), None)
+    if blocking is not None and not blocking.is_dir():
+        reason = f"{blocking} is a file, not a folder"
+    else:
+        reason = error.strerror or str(error)
+    if cache_dir() == path or cache_dir() in path.parents:
+        reason += "; the data cache is there: make it writable or set LSTM_STN_CACHE to a writable folder"
+    return UserError(f"cannot write {path}: {reason}.")
+
+
+@contextlib.contextmanager
+def writing(path):
+    """Turns an `OSError` from creating or moving files at `path` into one `UserError` naming it."""
+    try:
+        yield
+    except OSError as error:
+        raise _unwritable(path, error) from None
+
+
+def _temporary_affixes(path):
+    # Keep the suffix: Keras and numpy choose the format from it.
+    return f".{path.stem}.", path.suffix
+
+
+def stale_temporaries(path):
+    """Temporary files `atomic_path` left beside `path`: a killed process
+    (SIGKILL, a power cut) never removes its own."""
+    path = pathlib.Path(path)
+    prefix, suffix = _temporary_affixes(path)
+    return sorted(path.parent.glob(glob.escape(prefix) + "*" + glob.escape(suffix)))
+
+
 @contextlib.contextmanager
 def atomic_directory(path):
     """Yields a temporary folder beside `path`; on success it replaces `path`.
@@ -70,8 +107,9 @@ def atomic_directory(path):
     whether an existing `path` may be replaced.
     """
     path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = pathlib.Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = pathlib.Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
         yield temporary
         os.chmod(temporary, 0o777 & ~_umask())  # mkdtemp makes it private (0700)
@@ -94,20 +132,22 @@ def atomic_directory(path):
 def atomic_path(path):
     """Yields a temporary path beside `path`; moves it into place on success.
 
-    A crash or an exception leaves nothing half-written at `path`.
+    A crash or an exception leaves nothing half-written at `path` (a killed
+    process may leave its temporary file: `stale_temporaries`). A place that
+    cannot be written is a `UserError`.
     """
     path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Keep the suffix: Keras and numpy choose the format from it.
-    handle, temporary = tempfile.mkstemp(
-        prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent
-    )
+    prefix, suffix = _temporary_affixes(path)
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=path.parent)
     os.close(handle)
     temporary = pathlib.Path(temporary)
     try:
         yield temporary
         # mkstemp makes the file private (0600); give it the user's usual mode.
         os.chmod(temporary, 0o666 & ~_umask())
-        os.replace(temporary, path)
+        with writing(path):
+            os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)

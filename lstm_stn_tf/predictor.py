@@ -12,12 +12,14 @@ import pathlib
 
 import numpy as np
 
-from lstm_stn_tf.data import to_model_input
 from lstm_stn_tf.errors import UserError
 from lstm_stn_tf.paths import model_source
 
 SIGNATURE = "serving_default"
 BATCH_SIZE = 256  # images per call: bounds the memory of a large predict
+PIXELS_EXPECTED = "expected floats in [0, 1] or integers in 0-255"
+# Grey levels (of 255): opaque pixels spread over fewer than this are one ink colour.
+STROKE_CONTRAST = 16
 
 
 class _KerasRunner:
@@ -122,8 +124,8 @@ class Predictor:
         """`(digits, probabilities, transforms)` for a batch of images.
 
         Args:
-            images: `(N, H, W)` or `(N, H, W, 1)`; uint8 in [0, 255] or float
-                in [0, 1].
+            images: `(N, H, W)` or `(N, H, W, 1)`; integers in 0-255 (uint8
+                or another integer dtype) or floats in [0, 1].
 
         Returns:
             digits int32 `(N, n_digits)`, probabilities float32
@@ -136,15 +138,34 @@ class Predictor:
         if images.ndim != 3 or images.shape[1:] != self.image_size:
             height, width = self.image_size
             raise UserError(f"images have shape {images.shape}; expected (N, {height}, {width}) or (N, {height}, {width}, 1).")
-        if images.dtype == np.uint8:
-            images = to_model_input(images)
-        else:
-            images = images.astype(np.float32)[..., None]
+        images = unit_pixels(images, "images")[..., None]
         if len(images) == 0:
             raise UserError("no images to read.")
         chunks = [self._run(images[start : start + batch_size]) for start in range(0, len(images), batch_size)]
         outputs = {name: np.concatenate([chunk[name] for chunk in chunks]) for name in chunks[0]}
         return outputs["digits"], outputs["probabilities"], outputs.get("transforms")
+
+
+def unit_pixels(array, source):
+    """`array` as float32 in [0, 1], its shape kept.
+
+    Integers (uint8 or any other integer dtype) in 0-255 are divided by 255;
+    floats must be finite and in [0, 1] already. Anything else raises
+    `UserError`, its message starting with `source`.
+    """
+    array = np.asarray(array)
+    if array.dtype.kind in "ui":
+        if array.size and (array.min() < 0 or array.max() > 255):
+            raise UserError(f"{source}: {array.dtype} values from {array.min()} to {array.max()}; {PIXELS_EXPECTED}.")
+        return array.astype(np.float32) / np.float32(255)
+    if array.dtype.kind != "f":
+        raise UserError(f"{source}: {array.dtype} values; {PIXELS_EXPECTED}.")
+    if not np.all(np.isfinite(array)):
+        found = "NaN" if np.isnan(array).any() else "infinite values"
+        raise UserError(f"{source}: {array.dtype} values include {found}; {PIXELS_EXPECTED}.")
+    if array.size and (array.min() < 0 or array.max() > 1):
+        raise UserError(f"{source}: {array.dtype} values from {array.min():g} to {array.max():g}; {PIXELS_EXPECTED}.")
+    return array.astype(np.float32)
 
 
 def letterbox(picture, size):
@@ -159,56 +180,82 @@ def letterbox(picture, size):
     return canvas
 
 
-def _picture_from_array(array, path):
-    """A PIL image (mode L or F) from a `.npy` array: uint8, or float in [0, 1]."""
-    from PIL import Image
+def _grey_pixels(picture):
+    """A PIL image's grey levels: float32 `(height, width)` in [0, 1].
 
-    if array.ndim == 3 and array.shape[-1] == 1:
-        array = array[..., 0]
-    if array.ndim != 2 or 0 in array.shape:
-        raise UserError(f"{path}: array of shape {array.shape}; expected one grey image, (height, width) or (height, width, 1).")
-    if array.dtype == np.uint8:
-        return Image.fromarray(array, mode="L")
-    if array.dtype.kind != "f" or not np.all((array >= 0) & (array <= 1)):
-        raise UserError(f"{path}: {array.dtype} values; expected uint8, or floats in [0, 1].")
-    return Image.fromarray(array.astype(np.float32), mode="F")
-
-
-def read_image(path, size):
-    """One image as model input: float32 `(height, width, 1)` in [0, 1].
-
-    PNG, JPEG (or another format Pillow reads) in colour or grey, or a `.npy`
-    array. Returns `(image, note)`; `note` says how the image was changed to
-    fit `size` (letterboxed), else None. Raises `UserError` for a file that
-    is not a readable image.
+    An alpha channel is resolved for the models' white digits on black.
+    Where the opaque pixels are all one colour (drawing tools save strokes so,
+    on a transparent background), the alpha is the drawing and becomes the
+    ink: the colour alone would read blank for black strokes, and a white
+    background behind them would give dark digits on light. Otherwise the
+    image is composited onto black: transparent reads as no ink.
     """
+    if "transparency" not in picture.info and not {"A", "a"} & set(picture.getbands()):  # no alpha
+        return np.asarray(picture.convert("L"), np.float32) / np.float32(255)
+    grey, alpha = np.moveaxis(np.asarray(picture.convert("RGBA").convert("LA"), np.float32), -1, 0) / np.float32(255)
+    if alpha.min() == 1:
+        return grey
+    strokes = grey[alpha >= 0.5]
+    if strokes.size == 0 or np.ptp(strokes) * 255 < STROKE_CONTRAST:
+        return alpha
+    return grey * alpha
+
+
+def _file_images(path):
+    """The images of a file, float32 `(n, height, width)` in [0, 1], and
+    whether the file is a batch (a `.npy` of N images)."""
     from PIL import Image, UnidentifiedImageError
 
-    path = pathlib.Path(path)
+    if path.suffix.lower() == ".npy":
+        try:
+            array = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as error:
+            raise UserError(f"{path}: not a readable .npy array ({error}).") from None
+        # A trailing axis of 1 is the grey channel: (H, W, 1) is one image, (N, H, W) a batch.
+        grey = array[..., 0] if array.ndim in (3, 4) and array.shape[-1] == 1 else array
+        if grey.ndim not in (2, 3) or 0 in grey.shape:
+            raise UserError(f"{path}: array of shape {array.shape}; expected one grey image, (height, width) or "
+                            "(height, width, 1), or a batch of them, (N, height, width) or (N, height, width, 1).")
+        return unit_pixels(grey.reshape((-1,) + grey.shape[-2:]), path), grey.ndim == 3
+    try:
+        with Image.open(path) as opened:
+            return _grey_pixels(opened)[None], False
+    except Image.DecompressionBombError as error:  # Pillow's message gives its size and the limit
+        raise UserError(f"{path}: image too large to read ({str(error).rstrip('.')}).") from None
+    except UnidentifiedImageError:
+        raise UserError(f"{path}: not an image; expected PNG, JPEG or .npy.") from None
+    except OSError as error:  # a truncated or damaged image
+        raise UserError(f"{path}: unreadable image ({error}).") from None
+
+
+def read_images(path, size):
+    """The images of one file as model input.
+
+    PNG, JPEG (or another format Pillow reads) in colour or grey, or a `.npy`
+    array: one image `(height, width[, 1])` or a batch `(N, height, width[, 1])`,
+    integers in 0-255 or floats in [0, 1].
+
+    Returns `(names, images, note)`: `names` is `[path]` for one image and
+    `path[i]` for each image of a batch; `images` float32 `(n, *size, 1)` in
+    [0, 1]; `note` says how the images were changed to fit `size`
+    (letterboxed), else None. Raises `UserError` for a file that is not a
+    readable image.
+    """
+    from PIL import Image
+
+    name, path = str(path), pathlib.Path(path)
     if not path.exists():
         raise UserError(f"{path}: no such file.")
     if not path.is_file():
         raise UserError(f"{path}: not a file.")
     if path.stat().st_size == 0:
         raise UserError(f"{path}: empty file.")
-    if path.suffix.lower() == ".npy":
-        try:
-            array = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as error:
-            raise UserError(f"{path}: not a readable .npy array ({error}).") from None
-        picture = _picture_from_array(array, path)
-    else:
-        try:
-            with Image.open(path) as opened:
-                picture = opened.convert("L")
-        except UnidentifiedImageError:
-            raise UserError(f"{path}: not an image; expected PNG, JPEG or .npy.") from None
-        except OSError as error:  # a truncated or damaged image
-            raise UserError(f"{path}: unreadable image ({error}).") from None
+    images, batch = _file_images(path)
+    names = [f"{name}[{index}]" for index in range(len(images))] if batch else [name]
+    count, height, width = images.shape
     note = None
-    if (picture.height, picture.width) != tuple(size):
-        note = f"{picture.width}x{picture.height} image letterboxed to {size[1]}x{size[0]}"
-        picture = letterbox(picture, size)
-    array = np.asarray(picture)
-    image = to_model_input(array) if picture.mode == "L" else array.astype(np.float32)[..., None]
-    return image, note
+    if (height, width) != tuple(size):
+        what = f"{count} {width}x{height} images" if batch else f"{width}x{height} image"
+        note = f"{what} letterboxed to {size[1]}x{size[0]}"
+        images = np.stack([np.asarray(letterbox(Image.fromarray(image), size)) for image in images])
+    return names, images[..., None], note

@@ -5,11 +5,14 @@ global norm of 5; after epoch 30 the learning rate is divided by 1.5 every 10
 epochs; early stopping on validation accuracy with patience 50; the
 best-validation model is kept. A run directory holds `config.json`,
 `history.csv`, `best.keras`, `best.json`, `metrics.json`, TensorBoard `logs/`
-(where TensorFlow is installed) and, while it runs, a `backup/` that `--resume` continues from.
+(where TensorFlow is installed), the `.lock` a training process holds and,
+while it runs, a `backup/` that `--resume` continues from.
 """
 
+import contextlib
 import csv
 import dataclasses
+import fcntl
 import importlib.util
 import json
 import math
@@ -29,7 +32,7 @@ from lstm_stn_tf.evaluation import evaluate_model, save_inference_model
 from lstm_stn_tf.losses import SmoothedSparseCrossentropy
 from lstm_stn_tf.models import build_model
 from lstm_stn_tf.optimizers import ClippedAdamW, ClippedRMSprop
-from lstm_stn_tf.paths import atomic_path
+from lstm_stn_tf.paths import atomic_path, stale_temporaries, writing
 
 
 PRECISIONS = ("auto", "float32", "mixed_bfloat16")
@@ -40,12 +43,12 @@ SCHEDULES = ("step", "cosine")
 # the recipe and whatever the run changed beyond it.
 RECIPES = {
     "protocol": {},
-    # Fewer epochs to a good model: a two-epoch warm-up to twice the
+    # Fewer epochs to a good model: a two-epoch warm-up to four times the
     # protocol's rate, a cosine decay to zero at the last epoch, new clutter
     # every epoch and the recurrent cell's Lasagne start (both helped the
     # protocol's schedule most in its first 40 epochs); 20 epochs unless
     # --epochs says otherwise, the cosine always spanning them all.
-    "fast": dict(epochs=20, learning_rate=1e-3, warmup_epochs=2, schedule="cosine", fresh_clutter=True,
+    "fast": dict(epochs=20, learning_rate=2e-3, warmup_epochs=2, schedule="cosine", fresh_clutter=True,
                  model_options={"cell_init": "lasagne"}),
 }
 
@@ -287,12 +290,92 @@ def _truncate_history(history, epochs):
         temporary.write_text("".join(kept))
 
 
+RUN_FILES = ("config.json", "history.csv", "best.keras", "best.json", "metrics.json")
+LOCK_NAME = ".lock"
+
+
+def _check_new_run_dir(run_dir):
+    """A new run goes into a new or empty folder, never over a run or the user's files."""
+    if (run_dir / "config.json").exists():
+        raise UserError(
+            f"{run_dir} already holds a run; use --resume {run_dir} to continue it, "
+            "or choose another --run-dir."
+        )
+    if not run_dir.exists():
+        return
+    if not run_dir.is_dir():
+        raise UserError(f"{run_dir}: is a file; --run-dir expects a folder (new or empty).")
+    # What a run killed before writing config.json leaves is the package's own.
+    own = {LOCK_NAME} | {stale.name for name in RUN_FILES for stale in stale_temporaries(run_dir / name)}
+    found = sorted(entry.name for entry in run_dir.iterdir() if entry.name not in own)
+    if found:
+        raise UserError(
+            f"{run_dir}: not a run directory (no config.json) and not empty ({', '.join(found[:5])}"
+            f"{', ...' if len(found) > 5 else ''}); choose a new or empty folder for --run-dir."
+        )
+
+
+@contextlib.contextmanager
+def _run_lock(run_dir):
+    """Holds `run_dir`'s lock file: one process trains in a run directory at a time."""
+    with writing(run_dir):
+        run_dir.mkdir(parents=True, exist_ok=True)
+        handle = open(run_dir / LOCK_NAME, "a")
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UserError(
+                f"{run_dir}: another process is training in this run directory; "
+                "wait for it to finish, or choose another --run-dir."
+            ) from None
+        yield  # the lock goes with the file's closing, also when the process dies
+
+
+def _read_config(config_path):
+    """The `TrainConfig` of a run's `config.json`; a `UserError` if it was edited into another shape."""
+    try:
+        values = json.loads(config_path.read_text())
+    except json.JSONDecodeError as error:
+        raise UserError(f"{config_path}: not valid JSON ({error}); restore the file the run started with.") from None
+    fields = sorted(field.name for field in dataclasses.fields(TrainConfig))
+    if not isinstance(values, dict):
+        raise UserError(f"{config_path}: holds a JSON {type(values).__name__}; "
+                        f"expected an object of {', '.join(fields)}.")
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise UserError(f"{config_path}: unknown keys {', '.join(unknown)}; expected only {', '.join(fields)}.")
+    try:
+        return TrainConfig(**values)
+    except (TypeError, ValueError) as error:  # UserError too: a bad value, or a bad key in `spec`
+        raise UserError(f"{config_path}: {error}") from None
+
+
+class _RunBackup(keras.callbacks.BackupAndRestore):
+    """`BackupAndRestore` whose failure to restore (a model or optimizer that
+    `config.json` no longer describes) is one `UserError`."""
+
+    def __init__(self, backup_dir, config_path):
+        super().__init__(str(backup_dir), double_checkpoint=True, delete_checkpoint=False)
+        self.config_path = config_path
+
+    def on_train_begin(self, logs=None):
+        try:
+            super().on_train_begin(logs)
+        except (ValueError, KeyError):  # Keras's message lists whole weight arrays
+            raise UserError(
+                f"{self.config_path} does not match the run's backup in {self.backup_dir}: its weights do not "
+                "fit the model config.json describes; restore the config.json the run started with."
+            ) from None
+
+
 def train(config, run_dir, resume=False, verbose=None, command=None):
     """Runs (or resumes) the recipe in `run_dir`; returns the test metrics.
 
     Args:
         config: a `TrainConfig` (ignored when resuming: the run's is used).
-        run_dir: the run directory.
+        run_dir: the run directory: new or empty, or with `resume`, a run's.
+            A second process training in it is refused.
         resume: continue a run from its last finished epoch.
         verbose: passed to `model.fit`; default: a progress bar on a
             terminal, one line per epoch otherwise (logs, CI).
@@ -301,19 +384,27 @@ def train(config, run_dir, resume=False, verbose=None, command=None):
     run_dir = pathlib.Path(run_dir)
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 2
+    # Checked before the lock is taken, so a refused folder is left untouched.
+    if resume and not (run_dir / "config.json").exists():
+        raise UserError(f"{run_dir}: not a run directory (no config.json); nothing to resume.")
+    if not resume:
+        _check_new_run_dir(run_dir)
+    with _run_lock(run_dir):
+        if not resume:
+            _check_new_run_dir(run_dir)  # again: another process may have run in it meanwhile
+        for name in RUN_FILES:  # no other process writes here now
+            for stale in stale_temporaries(run_dir / name):
+                stale.unlink()
+        return _train_locked(config, run_dir, resume, verbose, command)
+
+
+def _train_locked(config, run_dir, resume, verbose, command):
     config_path = run_dir / "config.json"
     if resume:
-        if not config_path.exists():
-            raise UserError(f"{run_dir}: not a run directory (no config.json); nothing to resume.")
         if (run_dir / "metrics.json").exists():
             print(f"{run_dir}: this run has finished; its metrics are in metrics.json.")
             return json.loads((run_dir / "metrics.json").read_text())
-        config = TrainConfig(**json.loads(config_path.read_text()))
-    elif config_path.exists():
-        raise UserError(
-            f"{run_dir} already holds a run; use --resume {run_dir} to continue it, "
-            "or choose another --run-dir."
-        )
+        config = _read_config(config_path)
     config, precision_reason = config.resolved()  # config.json keeps the choice, so a resumed run keeps it
     if resume:
         precision_reason = "the run's config.json" if precision_reason == "as asked" else precision_reason
@@ -323,7 +414,6 @@ def train(config, run_dir, resume=False, verbose=None, command=None):
     splits = load_splits(config.sizes(), config.data_seed, config.clutter_spec, config.mnist_path, names=names)
     keras.utils.set_random_seed(config.seed)
     model = compile_model(config.build_model(), config)
-    run_dir.mkdir(parents=True, exist_ok=True)
     if not resume:
         with atomic_path(config_path) as temporary:
             temporary.write_text(json.dumps(dataclasses.asdict(config), indent=2))
@@ -348,7 +438,7 @@ def train(config, run_dir, resume=False, verbose=None, command=None):
             keras.callbacks.CSVLogger(str(history), append=True),
             # Kept until metrics.json is written: an interruption during the
             # final test evaluation must not start the training again.
-            keras.callbacks.BackupAndRestore(str(backup_dir), double_checkpoint=True, delete_checkpoint=False),
+            _RunBackup(backup_dir, config_path),
         ]
         if importlib.util.find_spec("tensorflow"):  # Keras writes its logs with tf.summary
             callbacks.append(keras.callbacks.TensorBoard(str(run_dir / "logs")))
@@ -379,14 +469,16 @@ def train(config, run_dir, resume=False, verbose=None, command=None):
 
 
 def training_input(config, train_split, first_epoch=0):
-    """The shuffled training batches: the protocol's fixed images, or with
-    `fresh_clutter` new images from the same training digits every epoch."""
+    """The shuffled training batches from epoch `first_epoch` on: the
+    protocol's fixed images, or with `fresh_clutter` new images from the same
+    training digits every epoch; either way epoch `e`'s batches depend on `e`
+    alone, so a resumed run sees what an uninterrupted one would have."""
     if config.fresh_clutter:
         digits, digit_labels = load_mnist(config.mnist_path)["train"]
         return FreshClutterBatches(digits, digit_labels, config.train_size, seed=(config.data_seed, config.seed),
                                    spec=config.clutter_spec, batch_size=config.batch_size, first_epoch=first_epoch)
     images, labels = train_split
-    return make_input(images, labels, config.batch_size, shuffle=True, seed=config.seed)
+    return make_input(images, labels, config.batch_size, shuffle=True, seed=config.seed, first_epoch=first_epoch)
 
 
 def _history_rows(history):

@@ -23,7 +23,7 @@ def add_commands(subparsers):
     visualize.add_argument("--columns", type=int, default=4, help="images per row (default 4)")
     visualize.add_argument("--out", help="the grid image (default attention.png; not written for --gif alone)")
     visualize.add_argument("--gif", metavar="PATH", help="also animate the first image shown, step by step, as a GIF")
-    _add_data_arguments(visualize)
+    _add_data_arguments(visualize, judged_model=True)
     visualize.set_defaults(handler=cmd_visualize)
 
     plot = subparsers.add_parser(

@@ -134,22 +134,65 @@ def test_impossible_specs(kwargs, match):
 
 def test_split_cache_is_keyed_by_parameters(isolated_cache, mnist):
     first = load_split("valid", 64, seed=1, mnist=lambda: mnist)
-    cached = sorted((isolated_cache / "cluttered").iterdir())
+    cached = sorted((isolated_cache / "cluttered").glob("*.npz"))
     assert len(cached) == 1
     again = load_split("valid", 64, seed=1, mnist=lambda: pytest.fail("MNIST read although cached"))
     np.testing.assert_array_equal(first[0], again[0])
     load_split("valid", 64, seed=1, spec=ClutterSpec(n_clutter=4), mnist=lambda: mnist)
-    assert len(list((isolated_cache / "cluttered").iterdir())) == 2
+    assert len(list((isolated_cache / "cluttered").glob("*.npz"))) == 2
 
 
 def test_tf_dataset_converts_in_the_graph():
     images = np.full((10, 100, 100), 255, np.uint8)
     labels = np.arange(30).reshape(10, 3) % 10
-    batches = list(tf_dataset(images, labels, batch_size=4, shuffle=True, seed=0))
+    batches = list(tf_dataset(images, labels, batch_size=4))
     assert [b[0].shape[0] for b in batches] == [4, 4, 2]
     x, y = batches[0]
     assert x.dtype.name == "float32" and x.shape[1:] == (100, 100, 1) and float(x.numpy().max()) == 1.0
-    assert sorted(np.concatenate([b[1].numpy() for b in batches])[:, 0].tolist()) == sorted(labels[:, 0].tolist())
+    np.testing.assert_array_equal(np.concatenate([b[1].numpy() for b in batches]), labels)
+    shuffled = tf_dataset(images, labels, batch_size=4, shuffle=True, seed=0)
+    first, second = ([row for b in shuffled for row in b[1].numpy().tolist()] for _ in range(2))
+    assert sorted(first) == sorted(second) == labels.tolist() and first != second  # reshuffled every pass
+
+
+def test_a_shuffled_epoch_is_the_same_whether_or_not_the_run_was_resumed_before_it():
+    from lstm_stn_tf.training import TrainConfig, training_input
+
+    images = np.arange(10, dtype=np.uint8)[:, None, None] * np.ones((1, 4, 4), np.uint8)
+    labels = np.arange(10)[:, None]
+    config = TrainConfig(batch_size=4, seed=5)
+
+    def epoch(batches):
+        return [batches[i][1][:, 0].tolist() for i in range(len(batches))]
+
+    fresh = training_input(config, (images, labels))
+    orders = [epoch(fresh)]
+    for _ in range(3):
+        fresh.on_epoch_end()  # what Keras calls between epochs
+        orders.append(epoch(fresh))
+    assert len({str(order) for order in orders}) == 4  # a new order every epoch
+    for first_epoch in (1, 3):
+        assert epoch(training_input(config, (images, labels), first_epoch=first_epoch)) == orders[first_epoch]
+    assert sorted(sum(orders[2], [])) == list(range(10))
+
+
+@pytest.mark.parametrize("damage", ["flipped bit", "truncated"])
+def test_a_damaged_cached_split_is_generated_again(isolated_cache, mnist, caplog, damage):
+    first = load_split("valid", 64, seed=1, mnist=lambda: mnist)
+    (cached,) = (isolated_cache / "cluttered").glob("*.npz")
+    assert cached.with_name(cached.name + ".sha256").exists()
+    data = bytearray(cached.read_bytes())
+    if damage == "truncated":
+        data = data[: len(data) // 2]
+    else:
+        data[len(data) // 2] ^= 1
+    cached.write_bytes(bytes(data))
+    again = load_split("valid", 64, seed=1, mnist=lambda: mnist)
+    np.testing.assert_array_equal(again[0], first[0])
+    assert "checksum mismatch" in caplog.text and "generating it again" in caplog.text
+    caplog.clear()
+    load_split("valid", 64, seed=1, mnist=lambda: pytest.fail("generated although repaired"))
+    assert not caplog.text
 
 
 def test_numpy_path_matches(monkeypatch):

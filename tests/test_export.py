@@ -230,3 +230,34 @@ def test_model_card_names_the_options_beyond_the_protocol():
     assert "gradients clipped element-wise to 1 then to global norm 5" in card
     unclipped = dict(config, clip_value=None, clip_global_norm=None)
     assert "gradients not clipped" in model_card("lstm_stn_unclipped", metrics, unclipped, report)
+
+
+def test_an_earlier_export_with_the_users_files_in_it_is_left_alone(exported, tmp_path, capsys):
+    out = tmp_path / "export"
+    shutil.copytree(exported[2], out)
+    (out / "notes.txt").write_text("mine")
+    (out / "pictures").mkdir()
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    assert cli.main(["export", str(exported[1]), "--out", str(out), "--eval-size", "20"]) == 2
+    err = capsys.readouterr().err
+    assert "an earlier export, but also notes.txt, pictures, which the export did not write" in err
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
+
+
+def test_an_export_never_replaces_the_folder_it_runs_in(exported, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "export"
+    shutil.copytree(exported[2], out)
+    (out / "inside").mkdir()
+    for here, argument in ((out, "."), (out / "inside", "..")):
+        monkeypatch.chdir(here)
+        assert cli.main(["export", str(exported[1]), "--out", argument, "--eval-size", "20"]) == 2
+        assert "would replace the folder this command runs in" in capsys.readouterr().err
+    assert (out / "inside").is_dir() and [p.name for p in tmp_path.iterdir()] == ["export"]
+
+
+def test_an_unwritable_out_is_one_message(exported, tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("mine")
+    assert cli.main(["export", str(exported[1]), "--out", str(tmp_path / "notes.txt" / "out"), "--eval-size", "20"]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot write {tmp_path / 'notes.txt' / 'out'}: {tmp_path / 'notes.txt'} is a file, not a folder" in err
+    assert "Traceback" not in err

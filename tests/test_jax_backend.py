@@ -44,15 +44,33 @@ SCRIPT = textwrap.dedent(
 )
 
 
-def test_jax_backend_trains_and_saves(tmp_path):
-    weights, saved, expected = tmp_path / "model.weights.h5", tmp_path / "model.keras", tmp_path / "expected.npz"
+EMPTY_BATCH_SCRIPT = textwrap.dedent(
+    """
+    import keras
+    import numpy as np
+
+    assert keras.backend.backend() == "jax"
+    from lstm_stn_tf.layers import AffineGridGenerator, BilinearInterpolation
+
+    grid = AffineGridGenerator((4, 4))(np.zeros((0, 3, 6), "float32"))
+    sampled = BilinearInterpolation()([np.zeros((0, 10, 10, 2), "float32"), grid])
+    assert sampled.shape == (0, 3, 4, 4, 2), sampled.shape
+    print("jax ok")
+    """
+)
+
+
+def run_under_jax(script):
+    """Runs `script` in a fresh Python whose Keras backend is JAX (on the CPU); it must print "jax ok"."""
     env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu")
-    result = subprocess.run(
-        [sys.executable, "-c", SCRIPT.format(weights=weights, saved=saved, expected=expected)],
-        capture_output=True, text=True, env=env, timeout=600,
-    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "jax ok" in result.stdout
+
+
+def test_jax_backend_trains_and_saves(tmp_path):
+    weights, saved, expected = tmp_path / "model.weights.h5", tmp_path / "model.keras", tmp_path / "expected.npz"
+    run_under_jax(SCRIPT.format(weights=weights, saved=saved, expected=expected))
     assert weights.stat().st_size > 0
 
     # What a GPU trains with JAX, this backend loads and computes alike (for export).
@@ -63,3 +81,7 @@ def test_jax_backend_trains_and_saves(tmp_path):
     model = load_model(saved)
     with np.load(expected) as arrays:
         np.testing.assert_allclose(model.predict(arrays["images"], verbose=0), arrays["probabilities"], atol=1e-5)
+
+
+def test_jax_samples_an_empty_batch():
+    run_under_jax(EMPTY_BATCH_SCRIPT)

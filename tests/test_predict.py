@@ -1,11 +1,14 @@
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from lstm_stn_tf import Predictor, UserError, build_model, cli, exporting, paths
-from lstm_stn_tf.predictor import read_image
+from lstm_stn_tf import Predictor, UserError, _quiet_import, build_model, cli, exporting, paths
+from lstm_stn_tf.predictor import read_images
 
 CANVAS, N_DIGITS = 60, 2
 
@@ -68,15 +71,71 @@ def test_colour_is_made_grey_and_other_sizes_are_letterboxed(tmp_path):
     wide = np.zeros((30, 60, 3), np.uint8)
     wide[..., 0] = 255  # pure red: grey level 76 (ITU-R 601 luma)
     Image.fromarray(wide).save(tmp_path / "wide.png")
-    image, note = read_image(tmp_path / "wide.png", (CANVAS, CANVAS))
-    assert image.shape == (CANVAS, CANVAS, 1) and image.dtype == np.float32
+    names, images, note = read_images(tmp_path / "wide.png", (CANVAS, CANVAS))
+    assert names == [str(tmp_path / "wide.png")]
+    assert images.shape == (1, CANVAS, CANVAS, 1) and images.dtype == np.float32
     assert note == "60x30 image letterboxed to 60x60"
-    np.testing.assert_allclose(image[15:45, :, 0], 76 / 255, atol=1e-6)
-    assert not image[:15].any() and not image[45:].any()
+    np.testing.assert_allclose(images[0, 15:45, :, 0], 76 / 255, atol=1e-6)
+    assert not images[0, :15].any() and not images[0, 45:].any()
 
     np.save(tmp_path / "exact.npy", np.full((CANVAS, CANVAS, 1), 0.5, np.float32))
-    image, note = read_image(tmp_path / "exact.npy", (CANVAS, CANVAS))
-    assert note is None and np.all(image == 0.5)
+    names, images, note = read_images(tmp_path / "exact.npy", (CANVAS, CANVAS))
+    assert names == [str(tmp_path / "exact.npy")] and note is None and np.all(images == 0.5)
+
+
+def _strokes():
+    """A transparent 60 x 60 canvas's opaque pixels: a bar, with a soft (half-opaque) edge."""
+    alpha = np.zeros((CANVAS, CANVAS), np.uint8)
+    alpha[10:50, 25:35] = 255
+    alpha[10:50, 35] = 128
+    return alpha
+
+
+@pytest.mark.parametrize("colour, background", [(0, 0), (0, 255), (255, 0), (200, 255)],
+                         ids=["black-on-clear-black", "black-on-clear-white", "white-on-clear-black", "grey-on-clear-white"])
+def test_strokes_on_a_transparent_background_read_as_ink(tmp_path, colour, background):
+    alpha = _strokes()
+    rgba = np.zeros((CANVAS, CANVAS, 4), np.uint8)
+    rgba[..., :3] = np.where(alpha[..., None] > 0, colour, background)
+    rgba[..., 3] = alpha
+    Image.fromarray(rgba).save(tmp_path / "drawn.png")
+    _, images, _ = read_images(tmp_path / "drawn.png", (CANVAS, CANVAS))
+    np.testing.assert_allclose(images[0, ..., 0], alpha / 255, atol=1e-6)
+
+
+def test_a_transparent_margin_reads_as_black(tmp_path):
+    grey = np.random.default_rng(2).integers(0, 256, (CANVAS, CANVAS), dtype=np.uint8)
+    opaque = np.zeros((CANVAS, CANVAS), np.uint8)
+    opaque[5:55, 5:55] = 255
+    Image.fromarray(np.stack([grey, opaque], axis=-1)).save(tmp_path / "margin.png")
+    _, images, _ = read_images(tmp_path / "margin.png", (CANVAS, CANVAS))
+    np.testing.assert_allclose(images[0, ..., 0], np.where(opaque > 0, grey / 255, 0), atol=1e-6)
+
+
+def test_integer_pixels_are_scaled_and_other_values_refused(models, images, tmp_path):
+    predictor = Predictor(models["tflite"])
+    _, from_uint8, _ = predictor.predict(images)
+    for dtype in (np.int64, np.uint16, np.int16):
+        np.testing.assert_array_equal(predictor.predict(images.astype(dtype))[1], from_uint8)
+    expected = "; expected floats in [0, 1] or integers in 0-255."
+    bad = {
+        "float32 values from 0 to 255": images.astype(np.float32),
+        "float32 values include NaN": np.where(images > 128, np.nan, 0.5).astype(np.float32),
+        "int64 values from -1 to 255": images.astype(np.int64) - (images == 0),
+        "uint16 values from 0 to 256": images.astype(np.uint16) + (images == 255),
+        "bool values": images > 128,
+    }
+    for found, array in bad.items():
+        with pytest.raises(UserError) as raised:
+            predictor.predict(array)
+        assert str(raised.value) == f"images: {found}{expected}"
+    # The .npy files that `lstm-stn predict` reads are checked by the same rule.
+    np.save(tmp_path / "float255.npy", images[0].astype(np.float32))
+    with pytest.raises(UserError) as raised:
+        read_images(tmp_path / "float255.npy", (CANVAS, CANVAS))
+    assert str(raised.value) == f"{tmp_path / 'float255.npy'}: float32 values from 0 to 255{expected}"
+    np.save(tmp_path / "int64.npy", images[0].astype(np.int64))
+    np.testing.assert_array_equal(read_images(tmp_path / "int64.npy", (CANVAS, CANVAS))[1][0, ..., 0], images[0] / np.float32(255))
 
 
 def _write_inputs(folder, images):
@@ -87,7 +146,7 @@ def _write_inputs(folder, images):
     Image.fromarray(images[4][:28, :28]).save(folder / "small.png")
     (folder / "text.png").write_text("not an image")
     (folder / "empty.png").write_bytes(b"")
-    np.save(folder / "cube.npy", np.zeros((3, 4, 5), np.uint8))
+    np.save(folder / "cube.npy", np.zeros((2, 4, 5, 3), np.uint8))
     good = ["grey.png", "colour.jpg", "uint8.npy", "float.npy", "small.png"]
     bad = ["missing.png", "text.png", "empty.png", "cube.npy"]
     return [str(folder / name) for name in good], [str(folder / name) for name in bad]
@@ -109,9 +168,39 @@ def test_predict_reads_every_good_file_and_names_each_bad_one(models, images, tm
         f"lstm-stn: error: {bad[0]}: no such file.",
         f"lstm-stn: error: {bad[1]}: not an image; expected PNG, JPEG or .npy.",
         f"lstm-stn: error: {bad[2]}: empty file.",
-        f"lstm-stn: error: {bad[3]}: array of shape (3, 4, 5); expected one grey image, (height, width) or (height, width, 1).",
+        f"lstm-stn: error: {bad[3]}: array of shape (2, 4, 5, 3); expected one grey image, (height, width) or "
+        "(height, width, 1), or a batch of them, (N, height, width) or (N, height, width, 1).",
         f"lstm-stn: warning: {good[4]}: 28x28 image letterboxed to 60x60.",
         "lstm-stn: error: 4 of 9 files could not be read.",
+    ]
+
+
+def test_predict_reads_each_image_of_a_npy_batch(models, images, tmp_path, capsys):
+    np.save(tmp_path / "batch.npy", images[:3])
+    np.save(tmp_path / "channel.npy", (images[3:] / np.float32(255))[..., None])
+    np.save(tmp_path / "small.npy", images[:2, :28, :28])
+    files = [str(tmp_path / name) for name in ("batch.npy", "channel.npy", "small.npy")]
+    assert cli.main(["predict", *files, "--model", str(models["tflite"])]) == 0
+    out, err = capsys.readouterr()
+    digits, _, _ = Predictor(models["tflite"]).predict(images)
+    names = [f"{files[0]}[{i}]" for i in range(3)] + [f"{files[1]}[{i}]" for i in range(2)]
+    assert out.splitlines()[:5] == [f"{name}: {''.join(map(str, row))}" for name, row in zip(names, digits)]
+    assert [line.split(": ")[0] for line in out.splitlines()[5:]] == [f"{files[2]}[0]", f"{files[2]}[1]"]
+    assert err == f"lstm-stn: warning: {files[2]}: 2 28x28 images letterboxed to 60x60.\n"
+
+
+def test_an_image_too_large_to_decode_is_one_error(models, images, tmp_path, capsys, monkeypatch):
+    Image.fromarray(images[0]).save(tmp_path / "huge.png")
+    np.save(tmp_path / "fine.npy", images[1])
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", CANVAS * CANVAS // 4)  # huge.png is twice Pillow's bomb limit
+    files = [str(tmp_path / "huge.png"), str(tmp_path / "fine.npy")]
+    assert cli.main(["predict", *files, "--model", str(models["tflite"])]) == 2
+    out, err = capsys.readouterr()
+    assert out.startswith(f"{files[1]}: ") and len(out.splitlines()) == 1
+    assert err.splitlines() == [
+        f"lstm-stn: error: {files[0]}: image too large to read (Image size (3600 pixels) exceeds limit of 1800 "
+        "pixels, could be decompression bomb DOS attack).",
+        "lstm-stn: error: 1 of 2 files could not be read.",
     ]
 
 
@@ -137,3 +226,40 @@ def test_a_corrupt_model_is_one_clear_error(models, images, tmp_path, capsys, na
     out, err = capsys.readouterr()
     assert out == "" and len(err.splitlines()) == 1
     assert err.startswith(f"lstm-stn: error: {corrupt}: not a readable")
+
+
+def test_the_command_line_shows_its_errors_but_not_tensorflows_start_up(models, images, tmp_path):
+    np.save(tmp_path / "image.npy", images[0])
+    missing = tmp_path / "missing.png"
+    result = subprocess.run(
+        [sys.executable, "-m", "lstm_stn_tf", "predict", str(tmp_path / "image.npy"), str(missing), "--model", str(models["keras"])],
+        capture_output=True, text=True, timeout=600, env=dict(os.environ, KERAS_BACKEND="tensorflow"),
+    )
+    assert result.returncode == 2 and result.stdout.startswith(f"{tmp_path / 'image.npy'}: ")
+    assert result.stderr.splitlines() == [f"lstm-stn: error: {missing}: no such file.", "lstm-stn: error: 1 of 2 files could not be read."]
+
+
+def test_help_and_other_commands_do_not_build_the_training_options(monkeypatch, capsys):
+    def training_defaults(*args, **kwargs):
+        raise AssertionError("imports lstm_stn_tf.training, and with it TensorFlow")
+
+    for name in ("_train_arguments", "_add_speed_arguments", "_add_recipe_arguments"):
+        monkeypatch.setattr(cli, name, training_defaults)
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["--help"])
+    assert exited.value.code == 0 and "reproduce" in capsys.readouterr().out
+    assert cli.build_parser("predict").parse_args(["predict", "x.png"]).files == ["x.png"]
+    monkeypatch.undo()
+    assert cli.build_parser("train").parse_args(["train", "--precision", "float32"]).precision == "float32"
+
+
+def test_start_up_output_is_dropped_unless_the_import_fails(capfd):
+    with _quiet_import.stderr_captured():
+        os.write(2, b"start-up line\n")
+    assert capfd.readouterr().err == ""
+    with pytest.raises(ImportError), _quiet_import.stderr_captured():
+        os.write(2, b"why it failed\n")
+        raise ImportError("no module")
+    assert capfd.readouterr().err == "why it failed\n"
+    os.write(2, b"after\n")
+    assert capfd.readouterr().err == "after\n"

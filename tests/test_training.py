@@ -217,6 +217,7 @@ def test_nan_loss_stops_and_keeps_the_best_model(tmp_path, monkeypatch, capsys):
         (["train", "--resume", "no/such/run"], "not a run directory"),
         (["evaluate", "no/such/run"], "no such file or run directory"),
         (["train", "--epochs", "0"], "epochs=0"),
+        (["train", "--option", "classifier_units=0"], "cannot be built with classifier_units=0"),
     ],
 )
 def test_user_errors_exit_2_with_one_message(argv, message, capsys, tmp_path, monkeypatch):
@@ -309,3 +310,128 @@ def test_bfloat16_fast_path_trains(tmp_path):
     model = keras.saving.load_model(tmp_path / "run" / "best.keras")
     assert model.get_layer("loc_conv1").dtype_policy.name == "mixed_bfloat16"
     assert model.get_layer("glimpses").dtype_policy.name == "float32"
+
+
+# The command line of a tiny run (TINY's settings).
+TINY_ARGV = ["--option", "units=16", "--n-digits", "1", "--canvas-size", "60", "--n-clutter", "0",
+             "--train-size", "200", "--valid-size", "100", "--test-size", "100", "--epochs", "3"]
+
+
+def _finished_run(run_dir):
+    """A run directory as a finished run leaves it (config.json, metrics.json), without training."""
+    from lstm_stn_tf.evaluation import error_metrics
+
+    run_dir.mkdir()
+    (run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(TrainConfig(**TINY))))
+    (run_dir / "metrics.json").write_text(json.dumps(error_metrics(np.eye(10)[[[3]]], [[3]])))
+    return run_dir
+
+
+@pytest.mark.parametrize("resume", [False, True])
+def test_a_second_process_training_in_a_run_directory_is_refused(tmp_path, capsys, resume):
+    import fcntl
+
+    run_dir = _finished_run(tmp_path / "run") if resume else tmp_path / "run"
+    run_dir.mkdir(exist_ok=True)
+    before = sorted(p.name for p in run_dir.iterdir())
+    with open(run_dir / training.LOCK_NAME, "a") as lock:  # as the process training there holds it
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        argv = ["train", "--resume", str(run_dir)] if resume else ["train", "--run-dir", str(run_dir)] + TINY_ARGV
+        assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"{run_dir}: another process is training in this run directory" in err and "Traceback" not in err
+    assert sorted(p.name for p in run_dir.iterdir()) == sorted(before + [training.LOCK_NAME])
+    if resume:  # the lock is released with the process: the run goes on
+        assert train(None, run_dir, resume=True)["n_images"] == 1
+
+
+@pytest.mark.parametrize("existing", ["a folder of the user's", "a file"])
+def test_a_new_run_goes_only_into_a_new_or_empty_folder(tmp_path, capsys, existing):
+    run_dir = tmp_path / "mine"
+    if existing == "a file":
+        run_dir.write_text("notes")
+        files = None
+    else:
+        run_dir.mkdir()
+        (run_dir / "best.keras").write_text("the user's own model")
+        (run_dir / "history.csv").write_text("epoch,mine\n")
+        files = {p.name: p.read_text() for p in run_dir.iterdir()}
+    assert cli.main(["train", "--run-dir", str(run_dir)] + TINY_ARGV) == 2
+    err = capsys.readouterr().err
+    message = "not a run directory (no config.json) and not empty (best.keras, history.csv)" if files else "is a file"
+    assert message in err and "Traceback" not in err
+    if files:
+        assert {p.name: p.read_text() for p in run_dir.iterdir()} == files  # not even a lock file added
+    else:
+        assert run_dir.read_text() == "notes"
+
+
+@pytest.mark.parametrize("run_dir, reason", [("notes.txt", "is a file"),
+                                             ("notes.txt/run", "notes.txt is a file, not a folder"),
+                                             ("locked/run", "Permission denied")])
+def test_an_unwritable_run_dir_is_one_message(tmp_path, monkeypatch, capsys, run_dir, reason):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notes.txt").write_text("mine")
+    (tmp_path / "locked").mkdir()
+    mkdir = pathlib.Path.mkdir
+
+    def read_only(path, *args, **kwargs):  # as a read-only folder answers (root, running the tests, may write anywhere)
+        if "locked" in path.parts:
+            raise PermissionError(13, "Permission denied", str(path))
+        return mkdir(path, *args, **kwargs)
+
+    monkeypatch.setattr(pathlib.Path, "mkdir", read_only)
+    assert cli.main(["train", "--run-dir", run_dir] + TINY_ARGV) == 2
+    err = capsys.readouterr().err
+    assert reason in err and "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["locked", "notes.txt"]
+
+
+def test_an_edited_config_json_is_one_message_on_resume(tmp_path, monkeypatch, capsys):
+    run_dir = tmp_path / "run"
+    original = training.BestModelKeeper.on_epoch_end
+
+    def interrupted(self, epoch, logs):
+        original(self, epoch, logs)
+        if epoch == 1:  # the backup holds epoch 0
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(training.BestModelKeeper, "on_epoch_end", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train(TrainConfig(**TINY), run_dir, verbose=0)
+    monkeypatch.undo()
+    config_text = (run_dir / "config.json").read_text()
+    config = json.loads(config_text)
+    edits = {
+        "{not json": "not valid JSON",
+        json.dumps(dict(config, units=16)): "unknown keys units; expected only ",
+        json.dumps([config]): "holds a JSON list",
+        json.dumps(dict(config, spec=dict(config["spec"], canvas=60))): "unexpected keyword argument 'canvas'",
+        json.dumps(dict(config, model_options={"units": 8})): "does not match the run's backup",
+    }
+    for text, message in edits.items():
+        (run_dir / "config.json").write_text(text)
+        assert cli.main(["train", "--resume", str(run_dir)]) == 2, message
+        err = capsys.readouterr().err
+        assert message in err and f"{run_dir / 'config.json'}" in err and "Traceback" not in err, err
+    (run_dir / "config.json").write_text(config_text)
+    assert train(None, run_dir, resume=True, verbose=0)["epochs_run"] == 3
+
+
+def test_resume_says_which_given_options_it_ignores(tmp_path, capsys):
+    run_dir = _finished_run(tmp_path / "run")
+    assert cli.main(["train", "--res", str(run_dir), "--epochs", "9", "--seed=2"]) == 0
+    err = capsys.readouterr().err
+    assert "--resume continues the run with the options of its config.json; ignored: --epochs, --seed." in err
+    assert cli.main(["train", "--resume", str(run_dir)]) == 0
+    assert "ignored" not in capsys.readouterr().err
+
+
+def test_a_killed_runs_temporary_files_are_removed(tmp_path):
+    run_dir = _finished_run(tmp_path / "run")
+    stale = [run_dir / ".best.k1ll3d00.keras", run_dir / ".history.k1ll3d00.csv"]
+    kept = [run_dir / ".best.keras.mine", run_dir / "notes.best.keras"]
+    for path in stale + kept:
+        path.write_text("")
+    train(None, run_dir, resume=True)
+    assert [path.exists() for path in stale + kept] == [False, False, True, True]

@@ -66,6 +66,30 @@ def verify(path, expected):
         )
 
 
+def checksum_file(path):
+    """Where `save_verified_npz` keeps the sha256 of `path`."""
+    return path.with_name(path.name + ".sha256")
+
+
+def save_verified_npz(path, **arrays):
+    """`np.savez` with its sha256 beside it (`checksum_file`), both atomically."""
+    with atomic_path(path) as temporary:
+        np.savez(temporary, **arrays)
+        checksum = sha256_of(temporary)
+        with atomic_path(checksum_file(path)) as temporary_checksum:
+            temporary_checksum.write_text(checksum + "\n")
+
+
+def load_verified_npz(path):
+    """The arrays `save_verified_npz` wrote at `path`; None if it or its
+    checksum is missing; `UserError` if the file no longer matches its checksum."""
+    if not path.exists() or not checksum_file(path).exists():
+        return None
+    verify(path, checksum_file(path).read_text().strip())
+    with np.load(path) as arrays:
+        return {name: arrays[name] for name in arrays.files}
+
+
 def _split(train_images, train_labels, test_images, test_labels):
     return {
         "train": (train_images[:TRAIN_SIZE], train_labels[:TRAIN_SIZE]),
@@ -148,29 +172,21 @@ def _from_user_path(path):
 
 def _cache_files():
     path = cache_dir() / CACHE_NAME
-    return path, path.with_name(path.name + ".sha256")
+    return path, checksum_file(path)
 
 
 def _read_cache():
-    path, checksum_file = _cache_files()
-    if not path.exists() or not checksum_file.exists():
+    arrays = load_verified_npz(_cache_files()[0])
+    if arrays is None:
         return None
-    verify(path, checksum_file.read_text().strip())
-    with np.load(path) as arrays:
-        return {split: (arrays[f"{split}_images"], arrays[f"{split}_labels"]) for split in SPLITS}
+    return {split: (arrays[f"{split}_images"], arrays[f"{split}_labels"]) for split in SPLITS}
 
 
 def _write_cache(splits):
-    path, checksum_file = _cache_files()
     arrays = {}
     for split, (images, labels) in splits.items():
         arrays[f"{split}_images"], arrays[f"{split}_labels"] = images, labels
-    with atomic_path(path) as temporary:
-        np.savez(temporary, **arrays)
-        checksum = sha256_of(temporary)
-        with atomic_path(checksum_file) as temporary_checksum:
-            temporary_checksum.write_text(checksum + "\n")
-    return path
+    save_verified_npz(_cache_files()[0], **arrays)
 
 
 def _from_mirror():

@@ -7,9 +7,9 @@ import keras
 import numpy as np
 
 from lstm_stn_tf.data.cluttered import SPLIT_SIZES, ClutterSpec, dataset_key, digit_corners, generate, split_seed
-from lstm_stn_tf.data.mnist import DIGITS_PER_SPLIT, load_mnist
+from lstm_stn_tf.data.mnist import DIGITS_PER_SPLIT, load_mnist, load_verified_npz, save_verified_npz
 from lstm_stn_tf.errors import UserError
-from lstm_stn_tf.paths import atomic_path, cache_dir
+from lstm_stn_tf.paths import cache_dir
 
 logger = logging.getLogger(__name__)
 
@@ -23,21 +23,22 @@ def load_split(split, size=None, seed=0, spec=ClutterSpec(), mnist=load_mnist, c
         seed: the dataset seed (each split draws from its own stream).
         spec: a `ClutterSpec`.
         mnist: a function returning the output of `load_mnist`.
-        cache: read and write `<cache>/cluttered/<key>.npz`.
+        cache: read and write `<cache>/cluttered/<key>.npz` (checksummed: a
+            damaged or unverifiable file is generated again).
     """
     size = _split_size(split, size)
     path = cache_dir() / "cluttered" / f"{dataset_key(split, size, seed, spec)}.npz"
-    if cache and path.exists():
+    if cache:
         try:
-            with np.load(path) as arrays:
-                return arrays["images"], arrays["labels"]
-        except (OSError, ValueError, KeyError):
-            logger.warning("%s is unreadable; generating it again.", path)
+            cached = load_verified_npz(path)
+            if cached is not None:
+                return cached["images"], cached["labels"]
+        except (UserError, OSError) as error:  # a flipped bit, a truncated copy
+            logger.warning("%s; generating it again.", error)
     digits, labels = mnist()[split]
     images, sequence_labels = generate(digits, labels, size, split_seed(seed, split), spec)
     if cache:
-        with atomic_path(path) as temporary:
-            np.savez(temporary, images=images, labels=sequence_labels)
+        save_verified_npz(path, images=images, labels=sequence_labels)
     return images, sequence_labels
 
 
@@ -70,14 +71,19 @@ def load_splits(sizes=None, seed=0, spec=ClutterSpec(), mnist_path=None, names=t
 
 def to_model_input(images):
     """uint8 `(N, H, W)` -> float32 `(N, H, W, 1)` in [0, 1] (numpy)."""
-    return (np.asarray(images, np.float32) / 255.0)[..., None]
+    converted = np.array(images, np.float32)  # a copy, so `images` is left alone
+    converted /= 255.0  # in place: a training batch converts several times faster than with a second array
+    return converted[..., None]
 
 
 def tf_dataset(images, labels=None, batch_size=100, shuffle=False, seed=None):
     """A `tf.data` pipeline over uint8 arrays: shuffle, batch, float in the graph, prefetch.
 
     The arrays are held once as uint8 tensors; the pipeline shuffles indices
-    and gathers each batch, so no shuffle buffer copies the images.
+    and gathers each batch, so no shuffle buffer copies the images. tf.data
+    reshuffles every pass from its own count of passes, which a new pipeline
+    starts again: `lstm-stn train` feeds `SequenceBatches` instead, whose order
+    is a function of the epoch, so that a resumed run does not replay epoch 0's.
     """
     import tensorflow as tf
 
@@ -101,15 +107,22 @@ def tf_dataset(images, labels=None, batch_size=100, shuffle=False, seed=None):
 
 
 class SequenceBatches(keras.utils.PyDataset):
-    """The numpy path for backends without TensorFlow (e.g. JAX on a GPU)."""
+    """Batches of uint8 arrays as float model input, on every backend.
 
-    def __init__(self, images, labels=None, batch_size=100, shuffle=False, seed=None, **kwargs):
+    With `shuffle`, epoch `e` reads the images in an order drawn from
+    `(seed, e)` alone, so a run resumed at `first_epoch=e` sees the batches an
+    uninterrupted run would have seen. Keras calls `on_epoch_end` after every
+    epoch (and once before the first), which moves to the next epoch.
+    """
+
+    def __init__(self, images, labels=None, batch_size=100, shuffle=False, seed=None, first_epoch=0, **kwargs):
         super().__init__(**kwargs)
         self.images, self.labels = images, labels
         self.batch_size, self.shuffle = batch_size, shuffle
-        self._rng = np.random.default_rng(seed)
-        self._order = np.arange(len(images))
-        self._reshuffle()
+        # Without a seed, one drawn now: the epochs still differ, and repeat within this object.
+        self._seed = tuple(np.atleast_1d(np.random.SeedSequence().entropy if seed is None else seed).tolist())
+        self.epoch = first_epoch
+        self._start_epoch()
 
     def __len__(self):
         return -(-len(self.images) // self.batch_size)
@@ -122,11 +135,15 @@ class SequenceBatches(keras.utils.PyDataset):
         return batch, np.asarray(self.labels[rows], np.int32)
 
     def on_epoch_end(self):
-        self._reshuffle()
+        self.epoch += 1
+        self._start_epoch()
 
-    def _reshuffle(self):
+    def _start_epoch(self):
+        count = len(self.images)
         if self.shuffle:
-            self._rng.shuffle(self._order)
+            self._order = np.random.default_rng([*self._seed, self.epoch]).permutation(count)
+        else:
+            self._order = np.arange(count)
 
 
 class FreshClutterBatches(SequenceBatches):
@@ -134,26 +151,27 @@ class FreshClutterBatches(SequenceBatches):
     `fresh_clutter` option): new placements, slopes, clutter and digit triples.
 
     Epoch `e` draws from `SeedSequence([*seed, e])`, so a resumed run sees the
-    images it would have seen.
+    images it would have seen. Each image draws its own digits, so the images
+    come in random order already and are not shuffled.
     """
 
     def __init__(self, digits, digit_labels, count, seed, spec=ClutterSpec(), batch_size=100, first_epoch=0, **kwargs):
         self._source = (digits, digit_labels, count, tuple(np.atleast_1d(seed).tolist()), spec)
-        self.epoch = first_epoch
-        super().__init__(*self._draw(), batch_size=batch_size, shuffle=True, seed=self._source[3], **kwargs)
+        super().__init__(None, None, batch_size=batch_size, first_epoch=first_epoch, **kwargs)
 
     def _draw(self):
         digits, digit_labels, count, seed, spec = self._source
         return generate(digits, digit_labels, count, np.random.SeedSequence([*seed, self.epoch]), spec)
 
-    def on_epoch_end(self):
-        self.epoch += 1
+    def _start_epoch(self):
         self.images, self.labels = self._draw()
-        self._reshuffle()
+        super()._start_epoch()
 
 
-def make_input(images, labels=None, batch_size=100, shuffle=False, seed=None):
-    """`tf_dataset` on the TensorFlow backend, `SequenceBatches` elsewhere."""
-    if keras.backend.backend() == "tensorflow":
-        return tf_dataset(images, labels, batch_size, shuffle, seed)
-    return SequenceBatches(images, labels, batch_size, shuffle, seed)
+def make_input(images, labels=None, batch_size=100, shuffle=False, seed=None, first_epoch=0):
+    """Model input over uint8 arrays: `tf_dataset` on the TensorFlow backend
+    when in order, `SequenceBatches` otherwise (see there for `shuffle`,
+    `seed` and `first_epoch`)."""
+    if keras.backend.backend() == "tensorflow" and not shuffle:
+        return tf_dataset(images, labels, batch_size)
+    return SequenceBatches(images, labels, batch_size, shuffle, seed, first_epoch)

@@ -2,19 +2,20 @@ import keras
 from keras import ops
 
 from lstm_stn_tf.errors import UserError
+from lstm_stn_tf.layers.arguments import is_integer
 
 
 def _check_size(output_size):
     if (
         not isinstance(output_size, (list, tuple))
         or len(output_size) != 2
-        or not all(isinstance(s, int) and s >= 2 for s in output_size)
+        or not all(is_integer(s) and s >= 2 for s in output_size)
     ):
         raise UserError(
             f"output_size={output_size!r} is not valid: expected two integers "
             "(height, width), each at least 2."
         )
-    return tuple(output_size)
+    return tuple(int(s) for s in output_size)  # plain ints: the config is JSON
 
 
 def normalised_coordinates(size):
@@ -40,16 +41,15 @@ class AffineGridGenerator(keras.layers.Layer):
     Returns:
         `(batch, [steps,] height, width, 2)` source coordinates `(x, y)`.
 
-    The grid is always computed in float32 (the layer's default dtype), even
-    under a mixed-precision policy: bfloat16 coordinates would be off by
-    several pixels on a 100-pixel canvas.
+    The grid is always computed in float32, whatever the dtype policy (the
+    layer's own or the global one): bfloat16 coordinates would be off by
+    several pixels on a 100-pixel canvas. `theta` is therefore not cast to
+    the policy's compute dtype on the way in (`autocast=False`).
     """
 
     def __init__(self, output_size, dtype="float32", **kwargs):
-        super().__init__(dtype=dtype, **kwargs)
-        self.output_size = _check_size(
-            tuple(output_size) if isinstance(output_size, list) else output_size
-        )
+        super().__init__(dtype=dtype, autocast=False, **kwargs)
+        self.output_size = _check_size(output_size)
 
     def _theta_rank(self, theta_shape):
         shape = tuple(theta_shape)

@@ -1,3 +1,6 @@
+import json
+
+import keras
 import numpy as np
 import pytest
 
@@ -33,7 +36,20 @@ def test_affine_map_and_matrix_input():
     np.testing.assert_allclose(as_matrix, grid, atol=1e-7)
 
 
-@pytest.mark.parametrize("size", [(3,), (1, 4), "big", (0, 3)])
+def test_mixed_precision_dtype_keeps_float32_coordinates():
+    theta = np.array([[0.9, 0.013, 0.123, -0.021, 0.87, -0.311]], "float32")
+    mixed = AffineGridGenerator((10, 10), dtype="mixed_bfloat16")(theta)
+    assert keras.backend.standardize_dtype(mixed.dtype) == "float32"
+    np.testing.assert_allclose(np.asarray(mixed), np.asarray(AffineGridGenerator((10, 10))(theta)), atol=1e-6)
+
+
+def test_numpy_integer_size_makes_a_json_config():
+    layer = AffineGridGenerator((np.int64(16), np.int32(12)))
+    assert layer.output_size == (16, 12)
+    assert json.loads(json.dumps(layer.get_config()))["output_size"] == [16, 12]
+
+
+@pytest.mark.parametrize("size", [(3,), (1, 4), "big", (0, 3), (True, 4), (3.0, 4)])
 def test_bad_output_size(size):
     with pytest.raises(UserError, match="output_size"):
         AffineGridGenerator(size)

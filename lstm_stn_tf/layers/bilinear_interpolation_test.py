@@ -124,9 +124,26 @@ def test_mixed_precision_keeps_float32_coordinates():
         keras.config.set_dtype_policy("float32")
 
 
+def test_mixed_precision_dtype_keeps_float32_coordinates():
+    image = RNG.random((2, 100, 100, 1), dtype="float32")
+    theta = np.array([[0.9, 0.013, 0.123, -0.021, 0.87, -0.311]] * 2, "float32")
+    grid = np.asarray(AffineGridGenerator((33, 33))(theta))
+    mixed = BilinearInterpolation(dtype="mixed_bfloat16")([image, grid])
+    assert keras.backend.standardize_dtype(mixed.dtype) == "float32"
+    np.testing.assert_allclose(np.asarray(mixed), np.asarray(BilinearInterpolation()([image, grid])), atol=1e-6)
+
+
+def test_an_empty_batch_samples_nothing():
+    grid = np.zeros((0, 3, 4, 4, 2), "float32")
+    out = BilinearInterpolation()([np.zeros((0, 10, 10, 2), "float32"), grid])
+    assert tuple(out.shape) == (0, 3, 4, 4, 2)
+
+
 def test_bad_shapes():
     image = np.zeros((2, 10, 10, 1), "float32")
     with pytest.raises(UserError, match="image has shape"):
         BilinearInterpolation()([image[0], np.zeros((2, 4, 4, 2), "float32")])
     with pytest.raises(UserError, match="grid has shape"):
         BilinearInterpolation()([image, np.zeros((2, 4, 4, 3), "float32")])
+    with pytest.raises(UserError, match=r"image has shape \(2, 10, 10, 1\) and grid \(3, 4, 4, 2\); expected the same batch"):
+        BilinearInterpolation()([image, np.zeros((3, 4, 4, 2), "float32")])

@@ -2,6 +2,7 @@ import keras
 from keras import ops
 
 from lstm_stn_tf.errors import UserError
+from lstm_stn_tf.layers.arguments import is_integer
 
 IDENTITY_TRANSFORM = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
 TRANSFORM_HEAD_SCOPE = "transform_head"
@@ -31,12 +32,15 @@ class LSTMLocalizer(keras.layers.Layer):
         unit_forget_bias: the LSTM's forget-gate bias starts at 1 (Keras's
             default) rather than 0 (Lasagne's). The other biases, and all of
             the GRU's, start at 0.
+        return_states: also return the cell's state after each step, for
+            heads that read what the cell knows (when a digit string ends).
 
     Call arguments:
         features: `(batch, features)`.
 
     Returns:
-        `(batch, steps, 6)` transforms, in float32 whatever the policy.
+        `(batch, steps, 6)` transforms, in float32 whatever the policy; with
+        `return_states`, `[transforms, states]`, states `(batch, steps, units)`.
     """
 
     def __init__(
@@ -47,21 +51,25 @@ class LSTMLocalizer(keras.layers.Layer):
         kernel_initializer="glorot_uniform",
         recurrent_initializer="glorot_uniform",
         unit_forget_bias=True,
+        return_states=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if not isinstance(units, int) or units < 1:
+        if not is_integer(units) or units < 1:
             raise UserError(f"units={units!r}: expected a positive integer.")
-        if not isinstance(steps, int) or steps < 1:
+        if not is_integer(steps) or steps < 1:
             raise UserError(f"steps={steps!r}: expected a positive integer.")
         if cell not in _GATES:
             raise UserError(f"cell={cell!r}: expected one of {sorted(_GATES)}.")
         if not isinstance(unit_forget_bias, bool):
             raise UserError(f"unit_forget_bias={unit_forget_bias!r}: expected true or false.")
-        self.units = units
-        self.steps = steps
+        if not isinstance(return_states, bool):
+            raise UserError(f"return_states={return_states!r}: expected true or false.")
+        self.units = int(units)  # plain ints: the config is JSON
+        self.steps = int(steps)
         self.cell = cell
         self.unit_forget_bias = unit_forget_bias
+        self.return_states = return_states
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.recurrent_initializer = keras.initializers.get(recurrent_initializer)
 
@@ -155,16 +163,19 @@ class LSTMLocalizer(keras.layers.Layer):
         # quantised to ~0.4 pixel on a 100-pixel canvas. Its name scope lets
         # the int8 export keep it in float for the same reason.
         with keras.name_scope(TRANSFORM_HEAD_SCOPE):
-            hiddens = ops.cast(ops.stack(hiddens, axis=1), "float32")
-            return ops.matmul(hiddens, self.transform_kernel) + self.transform_bias
+            states = ops.stack(hiddens, axis=1)
+            transforms = ops.matmul(ops.cast(states, "float32"), self.transform_kernel) + self.transform_bias
+        return [transforms, states] if self.return_states else transforms
 
     def compute_output_shape(self, features_shape):
-        return (features_shape[0], self.steps, 6)
+        transforms = (features_shape[0], self.steps, 6)
+        return [transforms, (features_shape[0], self.steps, self.units)] if self.return_states else transforms
 
     def compute_output_spec(self, features):
-        return keras.KerasTensor(
-            self.compute_output_shape(features.shape), dtype="float32"
-        )
+        transforms = keras.KerasTensor((features.shape[0], self.steps, 6), dtype="float32")
+        if not self.return_states:
+            return transforms
+        return [transforms, keras.KerasTensor((features.shape[0], self.steps, self.units), dtype=self.compute_dtype)]
 
     def get_config(self):
         config = super().get_config()
@@ -173,6 +184,7 @@ class LSTMLocalizer(keras.layers.Layer):
             steps=self.steps,
             cell=self.cell,
             unit_forget_bias=self.unit_forget_bias,
+            return_states=self.return_states,
             kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
             recurrent_initializer=keras.initializers.serialize(
                 self.recurrent_initializer

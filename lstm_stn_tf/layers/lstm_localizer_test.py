@@ -1,3 +1,5 @@
+import json
+
 import keras
 import numpy as np
 import pytest
@@ -55,8 +57,16 @@ def test_output_is_float32_under_mixed_precision():
     assert keras.backend.standardize_dtype(layer(FEATURES).dtype) == "float32"
 
 
+def test_numpy_integers_make_a_json_config():
+    layer = LSTMLocalizer(units=np.int64(16), steps=np.int32(2))
+    assert layer(FEATURES).shape == (4, 2, 6)
+    config = json.loads(json.dumps(layer.get_config()))
+    assert (config["units"], config["steps"]) == (16, 2)
+
+
 @pytest.mark.parametrize("kwargs, match", [({"units": 0}, "units"), ({"steps": -1}, "steps"), ({"cell": "rnn"}, "cell"),
-                                                   ({"unit_forget_bias": 1}, "unit_forget_bias")])
+                                                   ({"unit_forget_bias": 1}, "unit_forget_bias"), ({"units": True}, "units"),
+                                                   ({"units": 16.0}, "units")])
 def test_bad_arguments(kwargs, match):
     with pytest.raises(UserError, match=match):
         LSTMLocalizer(**kwargs)

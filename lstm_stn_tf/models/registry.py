@@ -31,6 +31,11 @@ def build_model(name, **overrides):
         )
     try:
         return _BUILDERS[name](**overrides)
+    except UserError:
+        raise
+    except ValueError as error:  # Keras refuses a value deep inside, e.g. Dense(units=0)
+        options = ", ".join(f"{key}={value!r}" for key, value in sorted(overrides.items()))
+        raise UserError(f"model {name!r} cannot be built with {options}: {error}") from None
     except TypeError as error:
         if "unexpected keyword argument" not in str(error):
             raise
