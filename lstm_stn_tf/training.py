@@ -43,12 +43,12 @@ SCHEDULES = ("step", "cosine")
 # the recipe and whatever the run changed beyond it.
 RECIPES = {
     "protocol": {},
-    # Fewer epochs to a good model: a two-epoch warm-up to four times the
+    # Fewer epochs to a good model: a two-epoch warm-up to twice the
     # protocol's rate, a cosine decay to zero at the last epoch, new clutter
     # every epoch and the recurrent cell's Lasagne start (both helped the
     # protocol's schedule most in its first 40 epochs); 20 epochs unless
     # --epochs says otherwise, the cosine always spanning them all.
-    "fast": dict(epochs=20, learning_rate=2e-3, warmup_epochs=2, schedule="cosine", fresh_clutter=True,
+    "fast": dict(epochs=20, learning_rate=1e-3, warmup_epochs=2, schedule="cosine", fresh_clutter=True,
                  model_options={"cell_init": "lasagne"}),
 }
 
