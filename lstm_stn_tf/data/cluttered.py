@@ -7,56 +7,115 @@ the input pipeline divides by 255 in the graph.
 import dataclasses
 import hashlib
 import json
+import typing
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided, sliding_window_view
 
 from lstm_stn_tf.errors import UserError
+from lstm_stn_tf.layers.arguments import is_integer
+from lstm_stn_tf.strings import END_CLASS
 
 DIGIT_SIZE = 28
+NO_DIGIT = -1  # digit_corners' (y, x) at a position past a string's end
 GENERATOR_VERSION = 1  # bump when the drawing changes: it keys the cache
 SPLIT_SIZES = {"train": 60_000, "valid": 10_000, "test": 10_000}
 _SPLIT_STREAM = {"train": 0, "valid": 1, "test": 2}
 _CHUNK = 2048  # images composed at once; does not affect the result
+# The fields of the protocol's benchmark: `key` always holds them. Fields added
+# since appear in it only when they differ from their defaults, so the keys of
+# older specs (the data cache's, recorded results' configs) stay as they were.
+_PROTOCOL_FIELDS = ("n_digits", "canvas_size", "n_clutter", "clutter_size", "max_shift", "max_slope")
 
 
 @dataclasses.dataclass(frozen=True)
 class ClutterSpec:
     """What one cluttered sequence image looks like.
 
-    Digits are pasted left to right in adjacent 28-pixel columns, centred
-    with a horizontal jitter of ±`max_shift`, rows along a line of slope
-    `±max_slope` per digit; `n_clutter` patches of `clutter_size` pixels cut
-    from random digits of the same split are drawn first.
+    A string of `min_digits` to `n_digits` digits (uniform; exactly `n_digits`
+    when `min_digits` is None) is pasted left to right, digit i + 1 starting
+    28 + g columns after digit i, g a uniform integer in [`min_gap`, `max_gap`]
+    drawn per gap. The string starts centred with a horizontal jitter of
+    ±`max_shift`, or anywhere it fits when `max_shift` is None; its rows follow
+    a line of slope `±max_slope` per digit. `n_clutter` patches of
+    `clutter_size` pixels cut from random digits of the same split are drawn
+    first. The canvas is `canvas_size` high and `canvas_width` wide (None:
+    square). The defaults are the protocol's benchmark; `STRINGS_SPEC` is the
+    digit-strings one (shared/protocol.md, "Digit strings").
     """
 
     n_digits: int = 3
     canvas_size: int = 100
     n_clutter: int = 8
     clutter_size: int = 9
-    max_shift: int = 8
+    max_shift: typing.Optional[int] = 8
     max_slope: int = 14
+    canvas_width: typing.Optional[int] = None
+    min_digits: typing.Optional[int] = None
+    min_gap: int = 0
+    max_gap: int = 0
 
     def __post_init__(self):
+        optional = ("max_shift", "canvas_width", "min_digits")
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
-            if not isinstance(value, (int, np.integer)) or value < 0:
-                raise UserError(f"{field.name}={value!r}: expected a non-negative integer.")
+            if field.name in ("min_gap", "max_gap"):
+                if not is_integer(value):
+                    raise UserError(f"{field.name}={value!r}: expected an integer.")
+            elif not (value is None and field.name in optional) and not (is_integer(value) and value >= 0):
+                expected = "a non-negative integer" + (" or None" if field.name in optional else "")
+                raise UserError(f"{field.name}={value!r}: expected {expected}.")
         if self.n_digits < 1:
             raise UserError(f"n_digits={self.n_digits}: expected at least one digit.")
-        if self.n_digits * DIGIT_SIZE > self.canvas_size:
+        if self.min_digits is not None and not 1 <= self.min_digits <= self.n_digits:
             raise UserError(
-                f"{self.n_digits} digits of {DIGIT_SIZE} pixels do not fit side by "
-                f"side on a canvas of {self.canvas_size}; expected canvas_size >= "
-                f"{self.n_digits * DIGIT_SIZE}."
+                f"min_digits={self.min_digits}: expected 1 to n_digits={self.n_digits} (None: exactly n_digits)."
             )
+        if self.min_gap > self.max_gap:
+            raise UserError(f"min_gap={self.min_gap} > max_gap={self.max_gap}: expected min_gap <= max_gap.")
+        if self.min_gap <= -DIGIT_SIZE:
+            raise UserError(
+                f"min_gap={self.min_gap}: expected more than {-DIGIT_SIZE}, so that each digit "
+                "starts to the right of the one before."
+            )
+        height, width = self.image_size
+        longest = self.n_digits * DIGIT_SIZE + (self.n_digits - 1) * self.max_gap
+        if longest > width:
+            raise UserError(
+                f"{self.n_digits} digits of {DIGIT_SIZE} pixels with gaps up to {self.max_gap} span "
+                f"{longest} columns and do not fit side by side on a canvas {width} wide; expected a "
+                f"canvas width >= {longest}."
+            )
+        if height < DIGIT_SIZE:
+            raise UserError(f"canvas_size={height}: a {DIGIT_SIZE}-pixel digit does not fit; expected >= {DIGIT_SIZE}.")
         if not 1 <= self.clutter_size <= DIGIT_SIZE and self.n_clutter:
             raise UserError(
                 f"clutter_size={self.clutter_size}: expected 1 to {DIGIT_SIZE} pixels."
             )
 
+    @property
+    def image_size(self):
+        """`(height, width)` of the canvas."""
+        return self.canvas_size, self.canvas_size if self.canvas_width is None else self.canvas_width
+
+    @property
+    def variable_length(self):
+        """Strings of several lengths: labels are padded with `END_CLASS`."""
+        return self.min_digits is not None and self.min_digits < self.n_digits
+
     def key(self):
-        return dataclasses.asdict(self)
+        """The fields as a dict (see `_PROTOCOL_FIELDS`); `ClutterSpec(**key)` is this spec."""
+        return {
+            field.name: getattr(self, field.name)
+            for field in dataclasses.fields(self)
+            if field.name in _PROTOCOL_FIELDS or getattr(self, field.name) != field.default
+        }
+
+
+# shared/protocol.md, "Digit strings (beyond the paper)".
+STRINGS_SPEC = ClutterSpec(
+    n_digits=5, min_digits=1, canvas_width=180, n_clutter=14, min_gap=-4, max_gap=8, max_shift=None
+)
 
 
 def _windows(canvas, size):
@@ -83,7 +142,9 @@ def generate(digit_images, digit_labels, count, seed, spec=ClutterSpec()):
         spec: a `ClutterSpec`.
 
     Returns:
-        images uint8 `(count, canvas, canvas)`, labels uint8 `(count, n_digits)`.
+        images uint8 `(count, height, width)`, labels uint8 `(count, n_digits)`:
+        each string's digits left to right, then `END_CLASS` up to `n_digits`
+        (`lstm_stn_tf.strings.string_lengths` counts the digits).
     """
     digit_images = np.ascontiguousarray(digit_images, dtype=np.uint8)
     if digit_images.ndim != 3 or digit_images.shape[1:] != (DIGIT_SIZE, DIGIT_SIZE):
@@ -91,21 +152,21 @@ def generate(digit_images, digit_labels, count, seed, spec=ClutterSpec()):
             f"digit images have shape {digit_images.shape}; expected (N, 28, 28)."
         )
     rng = np.random.Generator(np.random.PCG64(seed))
-    n_digits, size = spec.n_digits, spec.canvas_size
+    height, width = spec.image_size
     n_clutter, patch = spec.n_clutter, spec.clutter_size
     pool = len(digit_images)
 
-    picks, digit_y, digit_x = _draw_layout(rng, count, pool, spec)
+    picks, lengths, digit_y, digit_x = _draw_layout(rng, count, pool, spec)
     clutter_source = rng.integers(0, pool, size=(count, n_clutter))
     clutter_from = rng.integers(0, DIGIT_SIZE - patch + 1, size=(count, n_clutter, 2))
-    clutter_to = rng.integers(0, size - patch + 1, size=(count, n_clutter, 2))
+    clutter_to = rng.integers(0, (height - patch + 1, width - patch + 1), size=(count, n_clutter, 2))
     patches = sliding_window_view(digit_images, (patch, patch), axis=(1, 2))
 
-    images = np.empty((count, size, size), np.uint8)
+    images = np.empty((count, height, width), np.uint8)
     for start in range(0, count, _CHUNK):
         rows = slice(start, min(start + _CHUNK, count))
         index = np.arange(rows.stop - rows.start)
-        canvas = np.zeros((len(index), size, size), np.uint16)
+        canvas = np.zeros((len(index), height, width), np.uint16)
         clutter_windows = _windows(canvas, patch)
         for j in range(n_clutter):
             src = clutter_source[rows, j]
@@ -113,38 +174,64 @@ def generate(digit_images, digit_labels, count, seed, spec=ClutterSpec()):
             ty, tx = clutter_to[rows, j, 0], clutter_to[rows, j, 1]
             clutter_windows[index, ty, tx] += patches[src, fy, fx]
         digit_windows = _windows(canvas, DIGIT_SIZE)
-        for i in range(n_digits):
-            digit_windows[index, digit_y[rows, i], digit_x[rows, i]] += digit_images[
-                picks[rows, i]
+        for i in range(spec.n_digits):
+            drawn = index[lengths[rows] > i]
+            digit_windows[drawn, digit_y[rows, i][drawn], digit_x[rows, i][drawn]] += digit_images[
+                picks[rows, i][drawn]
             ]
         np.minimum(canvas, 255, out=canvas)
         images[rows] = canvas
     labels = np.asarray(digit_labels, np.uint8)[picks]
+    labels[np.arange(spec.n_digits) >= lengths[:, None]] = END_CLASS
     return images, labels
 
 
 def _draw_layout(rng, count, pool, spec):
-    """The first draws of `generate`: digit picks and each digit's top-left (y, x)."""
-    n_digits, size = spec.n_digits, spec.canvas_size
+    """The first draws of `generate`: digit picks, string lengths and each
+    digit's top-left (y, x), also at the positions past a string's end.
+
+    Only what varies is drawn (a fixed length, a constant gap draw nothing),
+    so the protocol's spec draws what it always drew, in the same order.
+    """
+    n_digits = spec.n_digits
+    height, width = spec.image_size
     picks = rng.integers(0, pool, size=(count, n_digits))
-    centre = (size - n_digits * DIGIT_SIZE) // 2
-    shift = min(spec.max_shift, centre)
-    x0 = centre + rng.integers(-shift, shift + 1, size=count)
-    y0 = rng.integers(0, size - DIGIT_SIZE + 1, size=count)
+    if spec.variable_length:
+        lengths = rng.integers(spec.min_digits, n_digits + 1, size=count)
+    else:
+        lengths = np.full(count, n_digits)
+    if spec.min_gap < spec.max_gap:
+        gaps = rng.integers(spec.min_gap, spec.max_gap + 1, size=(count, n_digits - 1))
+    else:
+        gaps = np.full((count, n_digits - 1), spec.min_gap)
+    # Each digit's column from the string's first; the string spans up to its last digit's end.
+    offsets = np.concatenate([np.zeros((count, 1), int), np.cumsum(DIGIT_SIZE + gaps, axis=1)], axis=1)
+    room = width - (offsets[np.arange(count), lengths - 1] + DIGIT_SIZE)
+    if spec.max_shift is None:
+        x0 = rng.integers(0, room + 1)
+    else:
+        centre = room // 2
+        shift = np.minimum(spec.max_shift, centre)
+        x0 = centre + rng.integers(-shift, shift + 1)
+    y0 = rng.integers(0, height - DIGIT_SIZE + 1, size=count)
     slope = rng.integers(-spec.max_slope, spec.max_slope + 1, size=count)
     steps = np.arange(n_digits)
-    digit_x = x0[:, None] + DIGIT_SIZE * steps
-    digit_y = np.clip(y0[:, None] + slope[:, None] * steps, 0, size - DIGIT_SIZE)
-    return picks, digit_y, digit_x
+    digit_x = x0[:, None] + offsets
+    digit_y = np.clip(y0[:, None] + slope[:, None] * steps, 0, height - DIGIT_SIZE)
+    return picks, lengths, digit_y, digit_x
 
 
 def digit_corners(count, seed, pool, spec=ClutterSpec()):
     """Where `generate` puts the digits: top-left pixel `(y, x)` of each
     28 x 28 digit, int `(count, n_digits, 2)`, for the same `count`, `seed`,
-    `spec` and number of source digits `pool`. Replays the draws; draws no image.
+    `spec` and number of source digits `pool`; `NO_DIGIT` (-1) at the
+    positions past a string's end. Replays the draws; draws no image.
     """
-    _, digit_y, digit_x = _draw_layout(np.random.Generator(np.random.PCG64(seed)), count, pool, spec)
-    return np.stack([digit_y, digit_x], axis=-1)
+    rng = np.random.Generator(np.random.PCG64(seed))
+    _, lengths, digit_y, digit_x = _draw_layout(rng, count, pool, spec)
+    corners = np.stack([digit_y, digit_x], axis=-1)
+    corners[np.arange(spec.n_digits) >= lengths[:, None]] = NO_DIGIT
+    return corners
 
 
 def split_seed(seed, split):

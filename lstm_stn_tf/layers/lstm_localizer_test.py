@@ -66,7 +66,7 @@ def test_numpy_integers_make_a_json_config():
 
 @pytest.mark.parametrize("kwargs, match", [({"units": 0}, "units"), ({"steps": -1}, "steps"), ({"cell": "rnn"}, "cell"),
                                                    ({"unit_forget_bias": 1}, "unit_forget_bias"), ({"units": True}, "units"),
-                                                   ({"units": 16.0}, "units")])
+                                                   ({"units": 16.0}, "units"), ({"return_states": "yes"}, "return_states")])
 def test_bad_arguments(kwargs, match):
     with pytest.raises(UserError, match=match):
         LSTMLocalizer(**kwargs)
@@ -86,3 +86,15 @@ def test_hidden_states_are_what_the_transform_head_reads():
     assert states.shape == (4, 3, 8)
     assert not np.allclose(states[:, 0], states[:, 1])  # the steps differ
     np.testing.assert_allclose(np.asarray(localizer(FEATURES)), states @ projection + np.array(IDENTITY_TRANSFORM), atol=1e-6)
+
+
+def test_return_states_gives_the_states_the_transform_head_reads():
+    localizer = LSTMLocalizer(units=8, steps=3, return_states=True)
+    transforms, states = localizer(FEATURES)
+    np.testing.assert_allclose(np.asarray(states), np.asarray(localizer.hidden_states(FEATURES)), atol=1e-6)
+    plain = LSTMLocalizer.from_config({**localizer.get_config(), "return_states": False})
+    plain(FEATURES)
+    plain.set_weights(localizer.get_weights())
+    np.testing.assert_array_equal(np.asarray(plain(FEATURES)), np.asarray(transforms))
+    symbolic = LSTMLocalizer.from_config(localizer.get_config())(keras.Input((12,)))
+    assert [tuple(output.shape) for output in symbolic] == [(None, 3, 6), (None, 3, 8)]

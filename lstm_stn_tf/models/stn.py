@@ -2,9 +2,12 @@
 
 All convolutions are 3 x 3, valid padding, ReLU; pools are 2 x 2. Every model
 maps an image `(batch, H, W, 1)` in [0, 1] to per-digit class probabilities
-`(batch, n_digits, 10)`. Models with a transformer also have a layer named
-`transforms` whose output is `(batch, steps, 2, 3)` and one named `glimpses`;
-`attention_model` exposes them.
+`(batch, n_digits, 10)`; with `variable_length=True`, it reads strings of 1 to
+`n_digits` digits (shared/protocol.md, "Digit strings") and gives per-step
+probabilities `(batch, n_digits + 1, 11)`: step k < n the k-th digit, step n
+the end class (`layers.StringSteps`, `lstm_stn_tf.strings`). Models with a
+transformer also have a layer named `transforms` whose output is
+`(batch, steps, 2, 3)` and one named `glimpses`; `attention_model` exposes them.
 """
 
 import keras
@@ -15,8 +18,10 @@ from lstm_stn_tf.layers import (
     IDENTITY_TRANSFORM,
     AffineGridGenerator,
     BilinearInterpolation,
+    EndsFromLength,
     FoldedTimeDistributed,
     LSTMLocalizer,
+    StringSteps,
 )
 from lstm_stn_tf.models.registry import register_model
 
@@ -42,14 +47,16 @@ def _conv_stack_size(size, pool_first):
     return size
 
 
-def _check_sizes(image_size, n_digits, glimpse_size=None):
+def _check_sizes(image_size, n_digits, variable_length, glimpse_size=None):
     image_size = _pair("image_size", image_size)
     if not isinstance(n_digits, int) or n_digits < 1:
         raise UserError(f"n_digits={n_digits!r}: expected a positive integer.")
+    if not isinstance(variable_length, bool):
+        raise UserError(f"variable_length={variable_length!r}: expected true or false.")
     if _conv_stack_size(min(image_size), pool_first=True) < 1:
         raise UserError(
             f"image_size={image_size} is too small for the localisation network "
-            "(pool, 3 conv + pool stages); expected at least 30 x 30."
+            "(pool, 3 conv + pool stages); expected at least 36 x 36."
         )
     if glimpse_size is None:
         return image_size, None
@@ -62,7 +69,7 @@ def _check_sizes(image_size, n_digits, glimpse_size=None):
     if _conv_stack_size(min(glimpse_size), pool_first=False) < 1:
         raise UserError(
             f"glimpse_size={glimpse_size} is too small for the classifier "
-            "(3 conv stages, 2 pools); expected at least 14 x 14."
+            "(3 conv stages, 2 pools); expected at least 18 x 18."
         )
     return image_size, glimpse_size
 
@@ -119,6 +126,11 @@ def _image_input(image_size):
     return keras.Input(shape=image_size + (1,), name="image")
 
 
+def _string_steps(digits, end):
+    # float32 under mixed precision, as the softmax heads.
+    return StringSteps(dtype="float32", name="probabilities")([digits, end])
+
+
 @register_model
 def lstm_stn(
     image_size=(100, 100),
@@ -130,18 +142,27 @@ def lstm_stn(
     localisation_filters=20,
     classifier_filters=32,
     classifier_units=400,
+    variable_length=False,
     name="lstm_stn",
 ):
-    """LSTM-STN (Feng, Chen & Sun 2019): one glimpse per digit, top-down."""
-    image_size, glimpse_size = _check_sizes(image_size, n_digits, glimpse_size)
+    """LSTM-STN (Feng, Chen & Sun 2019): one glimpse per digit, top-down.
+
+    With `variable_length`, one step more than `n_digits`, and at each step
+    the cell's state says whether the string has ended (a sigmoid head, `end`)
+    while the glimpse's classifier reads the digit: the LSTM decides where to
+    look and when to stop.
+    """
+    image_size, glimpse_size = _check_sizes(image_size, n_digits, variable_length, glimpse_size)
     if cell_init not in CELL_INITS:
         raise UserError(f"cell_init={cell_init!r}: expected one of {', '.join(CELL_INITS)}.")
+    steps = n_digits + 1 if variable_length else n_digits
     image = _image_input(image_size)
     features = localisation_features(image, localisation_filters)
-    theta = LSTMLocalizer(
-        units, steps=n_digits, cell=cell, name="localizer", **CELL_INITS[cell_init]
-    )(features)
-    transforms = layers.Reshape((n_digits, 2, 3), dtype="float32", name="transforms")(theta)
+    localizer = LSTMLocalizer(
+        units, steps=steps, cell=cell, return_states=variable_length, name="localizer", **CELL_INITS[cell_init]
+    )
+    theta, states = localizer(features) if variable_length else (localizer(features), None)
+    transforms = layers.Reshape((steps, 2, 3), dtype="float32", name="transforms")(theta)
     grid = AffineGridGenerator(glimpse_size, name="grid")(transforms)
     glimpses = BilinearInterpolation(name="glimpses")([image, grid])
     classifier = keras.Sequential(
@@ -151,8 +172,11 @@ def lstm_stn(
         ],
         name="glimpse_classifier",
     )
-    probabilities = FoldedTimeDistributed(classifier, name="probabilities")(glimpses)
-    return keras.Model(image, probabilities, name=name)
+    digits = FoldedTimeDistributed(classifier, name="digits" if variable_length else "probabilities")(glimpses)
+    if not variable_length:
+        return keras.Model(image, digits, name=name)
+    end = layers.Dense(1, activation="sigmoid", dtype="float32", name="end")(states)
+    return keras.Model(image, _string_steps(digits, end), name=name)
 
 
 @register_model
@@ -162,27 +186,45 @@ def gru_stn(**overrides):
     return lstm_stn(cell="gru", **overrides)
 
 
-def _three_heads(features, n_digits):
+def _digit_heads(features, n_digits, variable_length):
+    """One softmax head per digit, `(batch, n_digits, 10)`; with `variable_length`,
+    also a head over the lengths 1 to `n_digits` (Goodfellow et al. 2013), the
+    two as per-step probabilities `(batch, n_digits + 1, 11)` (`StringSteps`)."""
     heads = [_softmax_head(f"digit_{i}")(features) for i in range(n_digits)]
     heads = [layers.Reshape((1, N_CLASSES), name=f"digit_{i}_step")(h) for i, h in enumerate(heads)]
-    if n_digits == 1:
-        return layers.Identity(name="probabilities")(heads[0])
-    return layers.Concatenate(axis=1, name="probabilities")(heads)
+    name = "digits" if variable_length else "probabilities"
+    digits = layers.Identity(name=name)(heads[0]) if n_digits == 1 else layers.Concatenate(axis=1, name=name)(heads)
+    if not variable_length:
+        return digits
+    length = layers.Dense(n_digits, dtype="float32", name="length")(features)  # logits
+    end = EndsFromLength(dtype="float32", name="end")(length)
+    # The step after the last digit only ends a string: its digit probabilities weigh nothing.
+    digits = layers.ZeroPadding1D((0, 1), name="digits_then_end")(digits)
+    return _string_steps(digits, end)
 
 
 @register_model
 def cnn_stn(
     image_size=(100, 100),
     n_digits=3,
-    glimpse_size=(50, 50),
+    glimpse_size=None,
     localisation_filters=20,
     localisation_units=200,
     classifier_filters=96,
     classifier_units=400,
+    variable_length=False,
     name="cnn_stn",
 ):
-    """CNN + one spatial transformer (FFN-SPN): one glimpse for all digits."""
-    image_size, glimpse_size = _check_sizes(image_size, n_digits, glimpse_size)
+    """CNN + one spatial transformer (FFN-SPN): one glimpse for all digits.
+
+    `glimpse_size` None: half the image in each dimension (50 x 50 on the
+    protocol's canvas). With `variable_length`, a length head beside the
+    digit heads.
+    """
+    image_size = _pair("image_size", image_size)
+    if glimpse_size is None:
+        glimpse_size = tuple(side // 2 for side in image_size)
+    image_size, glimpse_size = _check_sizes(image_size, n_digits, variable_length, glimpse_size)
     image = _image_input(image_size)
     features = localisation_features(image, localisation_filters)
     hidden = layers.Dense(localisation_units, activation="relu", name="loc_dense")(features)
@@ -198,7 +240,7 @@ def cnn_stn(
     glimpses = BilinearInterpolation(name="glimpses")([image, grid])
     glimpse = layers.Reshape(glimpse_size + (1,), name="glimpse")(glimpses)
     features = classifier_trunk(classifier_filters, classifier_units, "classifier")(glimpse)
-    return keras.Model(image, _three_heads(features, n_digits), name=name)
+    return keras.Model(image, _digit_heads(features, n_digits, variable_length), name=name)
 
 
 @register_model
@@ -207,13 +249,16 @@ def cnn(
     n_digits=3,
     classifier_filters=96,
     classifier_units=400,
+    variable_length=False,
     name="cnn",
 ):
-    """The FFN-SPN classifier on the whole image, no transformer."""
-    image_size, _ = _check_sizes(image_size, n_digits)
+    """The FFN-SPN classifier on the whole image, no transformer. With
+    `variable_length`, a length head beside the digit heads: the non-attentive
+    multi-digit reader of Goodfellow et al. (2013)."""
+    image_size, _ = _check_sizes(image_size, n_digits, variable_length)
     image = _image_input(image_size)
     features = classifier_trunk(classifier_filters, classifier_units, "classifier")(image)
-    return keras.Model(image, _three_heads(features, n_digits), name=name)
+    return keras.Model(image, _digit_heads(features, n_digits, variable_length), name=name)
 
 
 def attention_model(model):

@@ -1,0 +1,115 @@
+"""Digit strings of 1 to N digits (shared/protocol.md, "Digit strings"): labels,
+decoding and metrics.
+
+A string's labels are its digits left to right, then `END_CLASS` up to N:
+`(images, N)`. A model that reads strings gives per-step class probabilities
+`(images, N + 1, 11)`: step k < n the string's k-th digit, step n the end class,
+the steps after it anything (`layers.StringSteps`, `losses.StringCrossentropy`).
+"""
+
+import numpy as np
+
+from lstm_stn_tf.errors import UserError
+
+END_CLASS = 10  # the class after a string's last digit
+
+
+def string_lengths(labels):
+    """The number of digits of each string, `(images,)`, from labels `(images, N)`."""
+    return np.sum(np.asarray(labels) != END_CLASS, axis=-1)
+
+
+def ends_string(probabilities):
+    """Whether each step ends its string: the end class is more probable than
+    all the digits together (more than 1/2). Not the most probable of the 11
+    classes: a step unsure which digit it sees has not seen the end."""
+    probabilities = np.asarray(probabilities)
+    return probabilities[..., END_CLASS] > probabilities[..., :END_CLASS].sum(axis=-1)
+
+
+def decode_strings(probabilities):
+    """The strings a model reads, as labels `(images, N)` from `(images, N + 1, 11)`.
+
+    The most probable digit of each step, up to the first step that ends the
+    string (`ends_string`). A model that ends none of its first N steps reads
+    N digits: its last step can only end a string, so it reads no digit.
+    """
+    probabilities = np.asarray(probabilities)[:, :-1]
+    ended = np.cumsum(ends_string(probabilities), axis=1) > 0
+    digits = np.argmax(probabilities[..., :END_CLASS], axis=-1)
+    return np.where(ended, END_CLASS, digits).astype(np.uint8)
+
+
+def edit_distance(first, second):
+    """Levenshtein distance: the fewest insertions, deletions and substitutions
+    that turn one sequence into the other."""
+    previous = list(range(len(second) + 1))  # distances from first[:i] to each prefix of second
+    for i, a in enumerate(first, 1):
+        current = [i]
+        for j, b in enumerate(second, 1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (a != b)))
+        previous = current
+    return previous[-1]
+
+
+def string_metrics(probabilities, labels):
+    """How well strings are read (shared/protocol.md, "Digit strings", metrics).
+
+    - `string_error`: the fraction of images whose string is read wrong
+      (a digit, or the length);
+    - `character_error_rate`: the edit distances between the strings read and
+      the true ones, summed over the images, over the number of true digits;
+    - `length_accuracy`: the fraction of images read with the right length;
+    - `stops_on_time`: the fraction whose step n (after the last digit) ends
+      the string (`ends_string`), whatever the steps before it gave;
+    - `string_error_by_length`: `string_error` among the strings of 1, 2, ...
+      N digits (None where there are none), with `images_by_length`.
+    """
+    labels = np.asarray(labels)
+    probabilities = np.asarray(probabilities)
+    if probabilities.ndim != 3 or probabilities.shape[:2] != (labels.shape[0], labels.shape[1] + 1):
+        raise UserError(
+            f"probabilities have shape {probabilities.shape} but labels {labels.shape}; expected "
+            "(images, N + 1, classes) for labels (images, N): one step more than the longest string."
+        )
+    predicted = decode_strings(probabilities)
+    lengths, predicted_lengths = string_lengths(labels), string_lengths(predicted)
+    wrong = np.any(predicted != labels, axis=1)
+    distance = sum(edit_distance(read[:m].tolist(), true[:n].tolist())
+                   for read, m, true, n in zip(predicted, predicted_lengths, labels, lengths))
+    at_end = ends_string(probabilities[np.arange(len(labels)), lengths])
+    by_length = [wrong[lengths == n] for n in range(1, labels.shape[1] + 1)]
+    return {
+        "string_error": float(wrong.mean()),
+        "character_error_rate": distance / int(lengths.sum()),
+        "length_accuracy": float(np.mean(predicted_lengths == lengths)),
+        "stops_on_time": float(np.mean(at_end)),
+        "string_error_by_length": [float(errors.mean()) if errors.size else None for errors in by_length],
+        "images_by_length": [int(errors.size) for errors in by_length],
+        "n_images": int(labels.shape[0]),
+        "n_digits": int(lengths.sum()),
+    }
+
+
+def string_attention_metrics(transforms, digit_corners, labels, image_size):
+    """`evaluation.attention_metrics` of a model that reads strings: per step
+    k, over the images whose string has a digit k (the steps after a
+    string's end look at no digit), up to the longest string's last digit.
+
+    Args:
+        transforms: `(images, steps, 2, 3)`, steps >= the longest string.
+        digit_corners: `(images, N, 2)` (`data.cluttered.digit_corners`).
+        labels: `(images, N)`.
+        image_size: `(height, width)`.
+    """
+    from lstm_stn_tf.evaluation import attention_metrics
+
+    lengths = string_lengths(labels)
+    transforms, digit_corners = np.asarray(transforms), np.asarray(digit_corners)
+    metrics = {}
+    for step in range(int(lengths.max())):
+        reading = lengths > step
+        at_step = attention_metrics(transforms[reading, step : step + 1], digit_corners[reading, step : step + 1], image_size)
+        for name, (value,) in at_step.items():
+            metrics.setdefault(name, []).append(value)
+    return metrics
