@@ -24,8 +24,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from lstm_stn_tf import machine  # noqa: E402
-from lstm_stn_tf.data import tf_dataset  # noqa: E402
-from lstm_stn_tf.training import TrainConfig, compile_model  # noqa: E402
+from lstm_stn_tf.training import TrainConfig, compile_model, training_input  # noqa: E402
 
 BATCH = 100
 
@@ -79,9 +78,10 @@ def parts(precision):
 
     timed["optimizer: clipping + RMSprop update"] = apply
 
-    dataset = iter(tf_dataset(rng.integers(0, 256, (20 * BATCH, 100, 100), np.uint8),
-                              rng.integers(0, 10, (20 * BATCH, 3)), BATCH, shuffle=True, seed=0).repeat())
-    timed["input pipeline (gather, cast, one batch)"] = lambda: next(dataset)
+    # What `lstm-stn train` feeds the protocol's fixed images through (numpy, in Keras's prefetch thread).
+    batches = training_input(config, (rng.integers(0, 256, (20 * BATCH, 100, 100), np.uint8),
+                                      rng.integers(0, 10, (20 * BATCH, 3))))
+    timed["input pipeline (gather, convert, one batch)"] = lambda: batches[0]
 
     train_step = tf.function(model.train_step)
     timed["whole train_step (what fit runs)"] = lambda: train_step((image, labels))
@@ -137,8 +137,9 @@ def main():
     report = "\n".join([
         f"Machine: {description['cpu']}, {description['cpu_count']} cores, flags {' '.join(description['cpu_flags'])}; "
         f"TensorFlow {tf.__version__}, Keras {keras.__version__}; load average at the end {os.getloadavg()[0]:.1f}.",
-        f"Command: `python benchmarks/step_profile.py --precision {' '.join(args.precision)} --repeats {args.repeats} "
-        f"--calls {args.calls}`",
+        f"Command: `{'ONEDNN_MAX_CPU_ISA=' + os.environ['ONEDNN_MAX_CPU_ISA'] + ' ' if 'ONEDNN_MAX_CPU_ISA' in os.environ else ''}"
+        f"python benchmarks/step_profile.py --precision {' '.join(args.precision)} --repeats {args.repeats} "
+        f"--calls {args.calls}{' --out ' + args.out if args.out else ''}`",
         "",
         table(results),
         "",

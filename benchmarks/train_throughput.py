@@ -12,7 +12,9 @@ costs beside a 60,000-image training epoch. Runs on any Keras backend
 
 import argparse
 import os
+import pathlib
 import statistics
+import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -30,7 +32,8 @@ def fp32_flops_per_cycle(description):
     """FP32 FLOPs per cycle per core, from the CPU's flags: two FMA pipes of 256 bits (AVX2,
     and AMD Zen 4, which runs AVX-512 as 2 x 256 bit) or of 512 bits (Intel AVX-512).
     An assumption, printed with the result."""
-    wide = "avx512f" in description["cpu_flags"] and "AMD" not in description["cpu"]
+    capped = os.environ.get("ONEDNN_MAX_CPU_ISA", "ALL").upper().startswith(("AVX2", "AVX", "SSE"))
+    wide = "avx512f" in description["cpu_flags"] and "AMD" not in description["cpu"] and not capped
     return 64 if wide else 32
 
 
@@ -101,9 +104,28 @@ def interleaved_windows(models, run_window, windows):
     return warm_up, seconds
 
 
+REFERENCE = pathlib.Path(__file__).resolve().parents[2] / "shared" / "bench"
+
+
+def naive_reference(steps_per_execution):
+    """The straightforward build of `../shared/bench/naive_lstm_stn.py`, compiled as
+    `naive_train_speed.py` compiles it: the speed reference, timed in the same windows."""
+    sys.path.insert(0, str(REFERENCE))
+    from naive_lstm_stn import lstm_stn
+
+    keras.config.set_dtype_policy("float32")
+    model = lstm_stn()
+    model.compile(keras.optimizers.RMSprop(5e-4, clipnorm=5.0),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  steps_per_execution=steps_per_execution)
+    return model
+
+
 def build(model_name, variant, steps_per_execution):
     """A compiled model for `variant`: a precision ("auto", "float32", "mixed_bfloat16"),
-    with "+xla" for XLA-compiled training steps (`jit_compile=True`)."""
+    with "+xla" for XLA-compiled training steps (`jit_compile=True`); "naive" is the reference."""
+    if variant == "naive":
+        return naive_reference(steps_per_execution)
     precision, _, xla = variant.partition("+")
     config, _ = TrainConfig(model=model_name, precision=precision, steps_per_execution=steps_per_execution).resolved()
     model = compile_model(config.build_model(), config)
@@ -119,7 +141,8 @@ def main():
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--variants", nargs="+", default=["float32", "mixed_bfloat16"],
                         help="dtype policies to compare (auto: the training default's choice), each "
-                        "optionally with +xla (XLA-compiled steps), e.g. float32+xla")
+                        "optionally with +xla (XLA-compiled steps), e.g. float32+xla; naive: the straightforward "
+                        "build of ../shared/bench, the reference for speed ratios")
     parser.add_argument("--steps-per-execution", type=int, default=1)
     parser.add_argument("--window", type=int, default=30, help="batches per timed window")
     parser.add_argument("--windows", type=int, default=5)
@@ -158,7 +181,8 @@ def main():
             times.append(time.perf_counter() - start)
         evaluation_seconds[variant] = statistics.median(times)
 
-    forward = multiply_adds(models[args.variants[0]])
+    # The package's count of the work per image (the reference does the same work).
+    forward = multiply_adds(next(models[v] for v in args.variants if v != "naive"))
     description = machine.describe()
     flops_per_cycle = fp32_flops_per_cycle(description)
     peak, mhz = cpu_peak_flops(flops_per_cycle)
@@ -173,15 +197,17 @@ def main():
     if cpu:
         print(f"peak assumed: {peak / 1e9:.0f} GFLOP/s ({flops_per_cycle} FP32 FLOP/cycle/core)")
     print()
-    print("| variant | images/s (median) | windows | % of FP32 peak | 60k-image epoch | validation (10k) | warm-up window |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    reference = statistics.median(rates["naive"]) if "naive" in rates else None
+    print("| variant | images/s (median) | ÷ naive | windows | % of FP32 peak | 60k-image epoch | validation (10k) | warm-up window |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for variant, values in rates.items():
         median = statistics.median(values)
+        ratio = f"{median / reference:.2f}" if reference else ""
         epoch = 60_000 / median
         evaluation = evaluation_seconds[variant]
         achieved = 6 * median * forward
         fraction = f"{100 * achieved / peak:.0f} %" if cpu else f"({achieved / 1e12:.1f} TFLOP/s; CPU only)"
-        print(f"| {variant}, steps_per_execution={args.steps_per_execution} | {median:,.0f} | "
+        print(f"| {variant}, steps_per_execution={args.steps_per_execution} | {median:,.0f} | {ratio} | "
               f"{', '.join(f'{v:,.0f}' for v in values)} | {fraction} | "
               f"{epoch:.1f} s | {evaluation:.2f} s ({100 * evaluation / epoch:.0f} % of the epoch) "
               f"| {compile_seconds[variant]:.0f} s |")

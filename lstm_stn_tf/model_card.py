@@ -29,6 +29,16 @@ def _percent(value):
     return f"{100 * value:.2f} %"
 
 
+def _schedule(config):
+    """The run's learning-rate schedule in words (results written before `schedule` existed used the step decay)."""
+    warmup = config.get("warmup_epochs", 0)
+    start = f"a {warmup}-epoch linear warm-up, then " if warmup else ""
+    if config.get("schedule", "step") == "cosine":
+        return f"{start}a cosine decay to zero over the {config['epochs']} epochs"
+    return (f"{start}learning rate / {config['decay_factor']:g} every {config['decay_every']} epochs after epoch "
+            f"{config['decay_start']}")
+
+
 def _clipping(config):
     """The run's gradient clipping in words (either stage may be off)."""
     stages = []
@@ -99,9 +109,7 @@ def model_card(name, metrics, config, report, shipped=True):
         + (", drawn anew every epoch" if config.get("fresh_clutter") else "")
         + f", data seed {config['data_seed']}",
         f"- recipe: {OPTIMIZER_NAMES.get(config.get('optimizer', 'rmsprop'), config.get('optimizer'))} {config['learning_rate']:g}, "
-        f"batch {config['batch_size']}, {_clipping(config)}, "
-        f"learning rate / {config['decay_factor']:g} every {config['decay_every']} epochs after epoch "
-        f"{config['decay_start']}, best validation epoch kept",
+        f"batch {config['batch_size']}, {_clipping(config)}, {_schedule(config)}, best validation epoch kept",
         f"- this run: seed {config['seed']}; changes from the protocol: {changes}; {stopped} after "
         f"{metrics['epochs_run']} epochs; best epoch "
         f"{metrics['best_epoch']}; {metrics['train_seconds'] / 60:.0f} min of training, "

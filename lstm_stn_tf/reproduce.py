@@ -2,13 +2,15 @@
 
 Each run lives in `<runs>/<model>-seed<seed>` (an ordinary `lstm-stn train` run
 directory, so an interrupted one resumes); each finished run adds
-`results/<model>-seed<seed>.json`; `docs/results.md` (every table) and the README's
-results section (finished runs only) are regenerated from every JSON there.
+`results/<model>-seed<seed>.json` and its history, `results/histories/<run>.csv`;
+`docs/results.md` (every table) and the README's results section (finished runs
+only) are regenerated from every JSON there.
 Checkpoints stay in the run directories, out of git.
 """
 
 import json
 import pathlib
+import shutil
 import statistics
 
 from lstm_stn_tf.cli import portable_command
@@ -64,6 +66,8 @@ def reproduce(models, seeds, runs_dir="runs/reproduce", results_dir="results", c
             result = portable_result({field: metrics.get(field) for field in RESULT_FIELDS})
             with atomic_path(results_dir / f"{name}.json") as temporary:
                 temporary.write_text(json.dumps(result, indent=2))
+            with atomic_path(results_dir / "histories" / f"{name}.csv") as temporary:  # the curves, for docs
+                shutil.copyfile(run_dir / "history.csv", temporary)
             write_table(results_dir, readme)
     return write_table(results_dir, readme)
 

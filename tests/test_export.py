@@ -166,7 +166,8 @@ def test_a_finished_run_ships_with_its_metrics_and_a_model_card(tmp_path, monkey
     from lstm_stn_tf.training import TrainConfig, train
 
     config = TrainConfig(model_options={"units": 16}, spec={"n_digits": 2, "canvas_size": 60, "n_clutter": 2},
-                         train_size=200, valid_size=100, test_size=100, epochs=2, time_limit_minutes=1e-6)
+                         train_size=200, valid_size=100, test_size=100, epochs=2, time_limit_minutes=1e-6,
+                         precision="float32")
     metrics = train(config, tmp_path / "run", verbose=0, command="lstm-stn train ...")
     run_config = json.loads((tmp_path / "run" / "config.json").read_text())
     (tmp_path / "run" / "config.json").write_text(json.dumps(dict(run_config, mnist_path="/elsewhere/mnist.npz")))
@@ -216,7 +217,7 @@ def test_model_card_names_the_options_beyond_the_protocol():
     from lstm_stn_tf.model_card import model_card
     from lstm_stn_tf.training import TrainConfig
 
-    config = dataclasses.asdict(TrainConfig(fresh_clutter=True, optimizer="adamw", weight_decay=1e-4))
+    config = dataclasses.asdict(TrainConfig(fresh_clutter=True, optimizer="adamw", weight_decay=1e-4, precision="float32"))
     errors = {"single_digit_error": 0.015, "sequence_error": 0.045}
     metrics = dict(errors, n_images=10_000, stop_reason="early_stopping", epochs_run=150, best_epoch=100,
                    train_seconds=6000.0, seconds_per_epoch=40.0, command="lstm-stn reproduce ...",
@@ -230,6 +231,11 @@ def test_model_card_names_the_options_beyond_the_protocol():
     assert "gradients clipped element-wise to 1 then to global norm 5" in card
     unclipped = dict(config, clip_value=None, clip_global_norm=None)
     assert "gradients not clipped" in model_card("lstm_stn_unclipped", metrics, unclipped, report)
+    assert "learning rate / 1.5 every 10 epochs after epoch 30" in card
+    fast = dataclasses.asdict(TrainConfig.from_recipe("fast", precision="float32"))
+    fast_card = model_card("lstm_stn_fast", metrics, fast, report)
+    assert "a 2-epoch linear warm-up, then a cosine decay to zero over the 20 epochs" in fast_card
+    assert "changes from the protocol: recipe fast;" in fast_card
 
 
 def test_an_earlier_export_with_the_users_files_in_it_is_left_alone(exported, tmp_path, capsys):
