@@ -10,7 +10,7 @@ import pytest
 from keras import ops
 
 from lstm_stn_tf import cli, training
-from lstm_stn_tf.reproduce import README_END, README_START, results_tables, variant
+from lstm_stn_tf.reproduce import README_END, README_START, readme_table, variant
 from lstm_stn_tf.training import ClippedRMSprop, TrainConfig, train
 
 # An easy setting that still exercises the whole model: one digit, no clutter.
@@ -99,7 +99,8 @@ def test_no_clipping_flag_turns_off_both_stages():
     assert (config.clip_value, config.clip_global_norm) == (None, None)
     protocol = cli._config_from(cli.build_parser().parse_args(["train"]))
     assert (protocol.clip_value, protocol.clip_global_norm) == (1.0, 5.0)
-    assert variant(dataclasses.asdict(config)) == "clip_global_norm=None, clip_value=None"
+    # As config.json records it: the precision chosen, not "auto".
+    assert variant(dataclasses.asdict(dataclasses.replace(config, precision="float32"))) == "clip_global_norm=None, clip_value=None"
 
 
 def test_named_options_train_and_are_labelled_in_the_table(tmp_path, monkeypatch):
@@ -244,8 +245,8 @@ def test_reproduce_writes_results_and_table(tmp_path, capsys):
     readme.write_text(f"# Title\n\n{README_START}\nold\n{README_END}\n\nMore.\n")
     table = reproduce(["lstm_stn"], [0, 1], tmp_path / "runs", tmp_path / "results", command="test", readme=readme,
                       steps_per_execution=2, **{k: v for k, v in TINY.items() if k != "model"})
-    assert sorted(p.name for p in (tmp_path / "results").iterdir()) == [
-        "RESULTS.md", "lstm_stn-seed0.json", "lstm_stn-seed1.json"]
+    assert sorted(p.name for p in (tmp_path / "results").iterdir()) == ["lstm_stn-seed0.json", "lstm_stn-seed1.json"]
+    assert (tmp_path / "docs" / "results.md").exists()  # the full tables, beside the results folder
     result = json.loads((tmp_path / "results" / "lstm_stn-seed0.json").read_text())
     assert result["epochs_run"] == 3 and result["command"] == "test"
     assert len(result["digit_error_by_position"]) == len(result["digit_centre_in_glimpse"]) == TINY["spec"]["n_digits"]
@@ -262,20 +263,21 @@ def test_readme_results_are_generated_from_results_folder():
     repository = pathlib.Path(__file__).resolve().parent.parent
     readme = (repository / "README.md").read_text()
     section = readme.split(README_START + "\n", 1)[1].split(README_END, 1)[0]
-    assert section == results_tables(repository / "results"), "run: lstm-stn reproduce --table"
+    assert section == readme_table(repository / "results"), "run: lstm-stn reproduce --table"
 
 
 def test_variant_names_a_time_limit_only_where_it_cut_the_run():
     from lstm_stn_tf.reproduce import variant
 
-    config = dict(TrainConfig(time_limit_minutes=60, steps_per_execution=10).__dict__)
+    config = dict(TrainConfig(time_limit_minutes=60, steps_per_execution=10, precision="float32").__dict__)
     assert variant(config, "early_stopping") == "protocol"
     assert variant(config, "time_limit") == "cut at 60 min"
     assert variant(dict(config, precision="mixed_bfloat16"), "time_limit") == "precision=mixed_bfloat16, cut at 60 min"
 
 
 def test_variant_names_each_model_option():
-    config = dataclasses.asdict(TrainConfig(model_options={"glimpse_size": 48, "cell_init": "lasagne"}))
+    config = dataclasses.asdict(TrainConfig(model_options={"glimpse_size": 48, "cell_init": "lasagne"},
+                                             precision="float32"))
     assert variant(config) == "cell_init=lasagne, glimpse_size=48"
 
 
