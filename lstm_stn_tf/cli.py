@@ -149,6 +149,22 @@ def _recipe_options(args):
     return dict(recipe=args.recipe, model_options=dict(args.option), **options)
 
 
+def _add_benchmark_argument(parser):
+    """--benchmark (train and reproduce): whose images, and so whose defaults, a run takes."""
+    from lstm_stn_tf.data import BENCHMARKS
+
+    parser.add_argument("--benchmark", default="protocol", choices=list(BENCHMARKS),
+                        help="protocol (the default: 3 digits on a 100 x 100 canvas) or strings (1 to 5 digits "
+                        "on a 100 x 180 canvas, read up to their end; shared/protocol.md, \"Digit strings\")")
+
+
+def _benchmark_spec(args, **overrides):
+    """The `TrainConfig.spec` of `args.benchmark`, with the `overrides` given (not None)."""
+    from lstm_stn_tf.data import BENCHMARKS
+
+    return dict(BENCHMARKS[args.benchmark].key(), **{key: value for key, value in overrides.items() if value is not None})
+
+
 def _train_arguments(parser, demo=False):
     from lstm_stn_tf.training import TrainConfig
 
@@ -157,10 +173,9 @@ def _train_arguments(parser, demo=False):
         parser.add_argument("--model", default=defaults.model, help="model name (lstm_stn, gru_stn, cnn_stn, cnn)")
         parser.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last finished epoch")
         parser.add_argument("--patience", type=int, default=defaults.patience)
-        parser.add_argument("--n-digits", type=int, default=defaults.spec["n_digits"])
-        parser.add_argument("--canvas-size", type=int, default=defaults.spec["canvas_size"])
-        parser.add_argument("--n-clutter", type=int, default=defaults.spec["n_clutter"])
-        parser.add_argument("--clutter-size", type=int, default=defaults.spec["clutter_size"])
+        _add_benchmark_argument(parser)
+        for flag in ("--n-digits", "--canvas-size", "--n-clutter", "--clutter-size"):
+            parser.add_argument(flag, type=int, help="default: the benchmark's")
         _add_recipe_arguments(parser)
     parser.add_argument("--epochs", type=int, default=defaults.epochs if demo else None,
                         help=f"default {defaults.epochs}" if demo else
@@ -183,8 +198,8 @@ def _config_from(args):
         options = dict(
             model=args.model,
             patience=args.patience,
-            spec=dict(n_digits=args.n_digits, canvas_size=args.canvas_size,
-                      n_clutter=args.n_clutter, clutter_size=args.clutter_size),
+            spec=_benchmark_spec(args, n_digits=args.n_digits, canvas_size=args.canvas_size,
+                                 n_clutter=args.n_clutter, clutter_size=args.clutter_size),
             **_recipe_options(args),
         )
     if args.epochs is not None:
@@ -287,7 +302,7 @@ def cmd_reproduce(args):
     overrides = dict(_speed_options(args), **_recipe_options(args), mnist_path=args.mnist, data_seed=args.data_seed,
                      **({"epochs": args.epochs} if args.epochs else {}))
     print(reproduce(args.models, args.seeds, args.runs_dir, args.results_dir, _command_line(), args.readme,
-                    tag=args.tag, **overrides))
+                    tag=args.tag, benchmark=args.benchmark, **overrides))
 
 
 def build_parser(command=None):
@@ -327,6 +342,7 @@ def build_parser(command=None):
     reproduce.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     reproduce.add_argument("--epochs", type=int, help="cap on epochs (default: the protocol's 300); recorded in the table")
     if wanted("reproduce"):
+        _add_benchmark_argument(reproduce)
         _add_speed_arguments(reproduce)
         _add_recipe_arguments(reproduce)
     reproduce.add_argument("--tag", help="added to the run names (<model>-seed<seed>-<tag>), to keep runs of "

@@ -1,5 +1,6 @@
-"""Test errors of a trained model: single-digit, sequence, confusion matrix."""
+"""Test errors of a trained model: single-digit, sequence, confusion matrix; for digit strings, `strings`' metrics."""
 
+import dataclasses
 import json
 import pathlib
 
@@ -9,6 +10,7 @@ import numpy as np
 from lstm_stn_tf.data import make_input
 from lstm_stn_tf.errors import UserError
 from lstm_stn_tf.paths import atomic_path, model_source, shipped_model
+from lstm_stn_tf.strings import END_CLASS, string_attention_metrics, string_metrics
 
 
 def load_model(path):
@@ -37,15 +39,37 @@ def load_pretrained(name="lstm_stn"):
     return load_model(shipped_model(name))
 
 
+def reads_strings(model):
+    """Whether `model` reads digit strings: per-step probabilities over the digits and the end class."""
+    return model.output.shape[-1] == END_CLASS + 1
+
+
+def _model_reading(model):
+    """`(image_size, steps, reads strings)` of a model, as `_spec_reading` of a spec."""
+    return tuple(model.input.shape[1:3]), model.output.shape[1], reads_strings(model)
+
+
+def _spec_reading(spec):
+    """`(image_size, steps, strings)` that a model judged on `spec`'s images must have."""
+    return spec.image_size, spec.n_digits + 1 if spec.variable_length else spec.n_digits, spec.variable_length
+
+
+def _describe_reading(image_size, steps, strings):
+    height, width = image_size
+    read = f"strings of up to {steps - 1} digits" if strings else f"{steps} digits"
+    return f"{height} x {width} images of {read}"
+
+
 def _split_settings(source, model, data_seed, mnist_path):
     """`(spec, data_seed, mnist_path)` of the data a model is judged on.
 
     For a run directory (or a `.keras` file with a run's `config.json` beside
     it: `best.keras`, an export, a shipped model), the data settings of that
-    `config.json`; otherwise the protocol's with the model's canvas and digit count.
+    `config.json`; otherwise the protocol's (or for a model that reads strings,
+    the strings benchmark's, `STRINGS_SPEC`) with the model's canvas and digit count.
     A `data_seed` given (not None) replaces the recorded one (else 0).
     """
-    from lstm_stn_tf.data import ClutterSpec
+    from lstm_stn_tf.data import STRINGS_SPEC, ClutterSpec
 
     path = model_source(source)
     # A run directory's own settings; an exported or shipped model keeps its run's beside it.
@@ -58,7 +82,12 @@ def _split_settings(source, model, data_seed, mnist_path):
         if mnist_path is None and recorded and pathlib.Path(recorded).expanduser().exists():
             mnist_path = recorded
         return ClutterSpec(**config["spec"]), config["data_seed"] if data_seed is None else data_seed, mnist_path
-    spec = ClutterSpec(n_digits=model.output.shape[1], canvas_size=model.input.shape[1])
+    (height, width), steps, strings = _model_reading(model)
+    shape = dict(canvas_size=height, canvas_width=None if width == height else width)
+    if strings:
+        spec = dataclasses.replace(STRINGS_SPEC, n_digits=steps - 1, **shape)
+    else:
+        spec = ClutterSpec(n_digits=steps, **shape)
     return spec, 0 if data_seed is None else data_seed, mnist_path
 
 
@@ -67,12 +96,11 @@ def model_split(source, model, split="test", size=None, data_seed=None, mnist_pa
     from lstm_stn_tf.data import load_mnist, load_split
 
     spec, data_seed, mnist_path = _split_settings(source, model, data_seed, mnist_path)
-    model_shape = (model.input.shape[1], model.input.shape[2], model.output.shape[1])
-    if model_shape != (spec.canvas_size, spec.canvas_size, spec.n_digits):
+    if _model_reading(model) != _spec_reading(spec):
         raise UserError(
-            f"{source}: the model reads {model_shape[0]} x {model_shape[1]} images of {model_shape[2]} digits, "
-            f"but its run's config.json describes {spec.canvas_size} x {spec.canvas_size} images of "
-            f"{spec.n_digits}; the model and the config.json beside it are not of one run."
+            f"{source}: the model reads {_describe_reading(*_model_reading(model))}, but its run's config.json "
+            f"describes {_describe_reading(*_spec_reading(spec))}; the model and the config.json beside it "
+            "are not of one run."
         )
     return load_split(split, size, data_seed, spec, mnist=lambda: load_mnist(mnist_path))
 
@@ -192,32 +220,56 @@ def _reads_one_glimpse_per_digit(model):
 
 
 def evaluate_model(model, images, labels, batch_size=500, digit_corners=None):
-    """`error_metrics`; with the digits' `digit_corners` and a model that takes
-    one glimpse per digit, also its `attention_metrics`."""
+    """`error_metrics`, or for a model that reads strings `strings.string_metrics`;
+    with the digits' `digit_corners` and a model that takes one glimpse per step,
+    also its `attention_metrics` (`strings.string_attention_metrics`)."""
+    strings = reads_strings(model)
+    scores = string_metrics if strings else error_metrics
     if digit_corners is None or not _reads_one_glimpse_per_digit(model):
-        return error_metrics(predict_probabilities(model, images, batch_size), labels)
+        return scores(predict_probabilities(model, images, batch_size), labels)
     with_transforms = keras.Model(model.input, [model.output, model.get_layer("transforms").output])
     probabilities, transforms = with_transforms.predict(make_input(images, batch_size=batch_size), verbose=0)
-    metrics = error_metrics(probabilities, labels)
-    return {**metrics, **attention_metrics(transforms, digit_corners, images.shape[1:3])}
+    if strings:
+        attention = string_attention_metrics(transforms, digit_corners, labels, images.shape[1:3])
+    else:
+        attention = attention_metrics(transforms, digit_corners, images.shape[1:3])
+    return {**scores(probabilities, labels), **attention}
+
+
+def _percentages(values):
+    return "".join(" " * 9 + "-" if value is None else f" {100 * value:>7.2f} %" for value in values)
 
 
 def format_metrics(metrics):
-    """A short plain-text table."""
+    """A short plain-text table, of digit or string metrics."""
     lines = [
         f"images                   {metrics['n_images']:>8}",
         f"digits                   {metrics['n_digits']:>8}",
-        f"single-digit error       {100 * metrics['single_digit_error']:>7.2f} %",
-        f"sequence error           {100 * metrics['sequence_error']:>7.2f} %",
     ]
+    strings = "string_error" in metrics
+    if strings:
+        lines += [
+            f"string error             {100 * metrics['string_error']:>7.2f} %",
+            f"character error rate     {100 * metrics['character_error_rate']:>7.2f} %",
+            f"length accuracy          {100 * metrics['length_accuracy']:>7.2f} %",
+            f"stops on time            {100 * metrics['stops_on_time']:>7.2f} %",
+            f"{'digits in the string':<24}" + "".join(f" {n:>9}" for n in range(1, len(metrics["string_error_by_length"]) + 1)),
+            f"{'string error by length':<24}" + _percentages(metrics["string_error_by_length"]),
+        ]
+    else:
+        lines += [
+            f"single-digit error       {100 * metrics['single_digit_error']:>7.2f} %",
+            f"sequence error           {100 * metrics['sequence_error']:>7.2f} %",
+        ]
     by_step = {"error by position": metrics.get("digit_error_by_position"),
                "glimpse centred on digit": metrics.get("glimpse_centre_on_digit"),
                "digit seen by glimpse": metrics.get("digit_centre_in_glimpse")}
-    lines += [f"{label:<24}" + "".join(f" {100 * value:>7.2f} %" for value in values)
-              for label, values in by_step.items() if values]
+    lines += [f"{label:<24}" + _percentages(values) for label, values in by_step.items() if values]
     if "glimpse_extent_pixels" in metrics:
         lines.append(f"{'glimpse w x h (pixels)':<24}" + "".join(
             f" {f'{width:.0f} x {height:.0f}':>9}" for width, height in metrics["glimpse_extent_pixels"]))
+    if strings:
+        return "\n".join(lines)
     lines += [
         "",
         "confusion (rows: true digit, columns: predicted)",

@@ -4,7 +4,9 @@ Each run lives in `<runs>/<model>-seed<seed>` (an ordinary `lstm-stn train` run
 directory, so an interrupted one resumes); each finished run adds
 `results/<model>-seed<seed>.json` and its history, `results/histories/<run>.csv`;
 `docs/results.md` (every table) and the README's results section (finished runs
-only) are regenerated from every JSON there.
+only) are regenerated from every JSON there. Runs of the digit strings
+(`--benchmark strings`) are named `<model>-strings-seed<seed>` and tabled apart,
+by their string errors.
 Checkpoints stay in the run directories, out of git.
 """
 
@@ -14,6 +16,8 @@ import shutil
 import statistics
 
 from lstm_stn_tf.cli import portable_command
+from lstm_stn_tf.data import BENCHMARKS, ClutterSpec
+from lstm_stn_tf.errors import UserError
 from lstm_stn_tf.paths import atomic_path
 from lstm_stn_tf.training import TrainConfig, train
 
@@ -29,10 +33,22 @@ RESULT_FIELDS = (
     # Per step (digit position): where the errors fall and where the glimpses look.
     "digit_error_by_position", "glimpse_centre_on_digit", "digit_centre_in_glimpse", "glimpse_extent_pixels",
 )
+# A digit-strings result's errors (`strings.string_metrics`), in place of the digits' ones.
+DIGIT_ERROR_FIELDS = ("single_digit_error", "sequence_error", "digit_error_by_position")
+STRING_ERROR_FIELDS = ("string_error", "character_error_rate", "length_accuracy", "stops_on_time",
+                       "string_error_by_length", "images_by_length")
 
 
-def run_name(model, seed, tag=None):
-    return f"{model}-seed{seed}" + (f"-{tag}" if tag else "")
+def result_fields(metrics):
+    """The fields a run's result keeps, of digit or string errors as its metrics hold."""
+    if "string_error" not in metrics:
+        return RESULT_FIELDS
+    return tuple(field for field in RESULT_FIELDS if field not in DIGIT_ERROR_FIELDS) + STRING_ERROR_FIELDS
+
+
+def run_name(model, seed, tag=None, benchmark="protocol"):
+    """`<model>-seed<seed>[-<tag>]`, `<model>-<benchmark>-seed<seed>[-<tag>]` beyond the protocol's benchmark."""
+    return f"{model}-" + ("" if benchmark == "protocol" else f"{benchmark}-") + f"seed{seed}" + (f"-{tag}" if tag else "")
 
 
 def portable_result(result):
@@ -44,18 +60,22 @@ def portable_result(result):
 
 
 def reproduce(models, seeds, runs_dir="runs/reproduce", results_dir="results", command=None, readme=None, tag=None,
-              **overrides):
+              benchmark="protocol", **overrides):
     """Trains (or resumes) every model x seed, then regenerates the table.
 
-    `overrides` are `TrainConfig` fields (e.g. `epochs=5` for a quick check);
+    `benchmark` names the images (`data.BENCHMARKS`: "protocol" or "strings") and the run names;
+    `overrides` are other `TrainConfig` fields (e.g. `epochs=5` for a quick check);
     they are recorded in each result's `config`. `tag` suffixes the run names.
     """
+    if benchmark not in BENCHMARKS:
+        raise UserError(f"benchmark={benchmark!r}: expected one of {', '.join(BENCHMARKS)}.")
+    overrides = {"spec": BENCHMARKS[benchmark].key(), **overrides}  # a `spec` given replaces the benchmark's
     results_dir = pathlib.Path(results_dir)
     for model in models:  # a bad model or option fails now, not after the first runs
         TrainConfig.from_recipe(model=model, **overrides).build_model()
     for model in models:
         for seed in seeds:
-            name = run_name(model, seed, tag)
+            name = run_name(model, seed, tag, benchmark)
             run_dir = pathlib.Path(runs_dir) / name
             resume = (run_dir / "config.json").exists()
             config = None if resume else TrainConfig.from_recipe(model=model, seed=seed, **overrides)
@@ -63,7 +83,7 @@ def reproduce(models, seeds, runs_dir="runs/reproduce", results_dir="results", c
                   + (" (with the options it started with)" if resume else ""))
             metrics = train(config, run_dir, resume=resume, command=command)
             metrics["config"] = json.loads((run_dir / "config.json").read_text())
-            result = portable_result({field: metrics.get(field) for field in RESULT_FIELDS})
+            result = portable_result({field: metrics.get(field) for field in result_fields(metrics)})
             with atomic_path(results_dir / f"{name}.json") as temporary:
                 temporary.write_text(json.dumps(result, indent=2))
             with atomic_path(results_dir / "histories" / f"{name}.csv") as temporary:  # the curves, for docs
@@ -79,12 +99,22 @@ def _mean_std(values):
     return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
 
 
+def benchmark_of(config):
+    """The name of the benchmark (`data.BENCHMARKS`) whose images a run's `config.json` names, or None."""
+    spec = ClutterSpec(**config.get("spec", {})).key()
+    return next((name for name, benchmark in BENCHMARKS.items() if benchmark.key() == spec), None)
+
+
 def variant(config, stop_reason=None):
     """What a run changed from the protocol ("protocol" if nothing), from its
-    `config.json` and, for a run its time limit cut short, that."""
+    `config.json` and, for a run its time limit cut short, that; a run of
+    another benchmark (`BENCHMARKS`) is named by it first, and compared with
+    the protocol's recipe on that benchmark's images."""
     recipe = config.get("recipe", "protocol")
+    benchmark = benchmark_of(config)
     # The protocol computes in float32: "auto" is how a run chooses, not what it ran.
-    baseline = dict(TrainConfig.from_recipe(recipe).__dict__, precision="float32")
+    baseline = dict(TrainConfig.from_recipe(recipe, spec=BENCHMARKS[benchmark or "protocol"].key()).__dict__,
+                    precision="float32")
     # steps_per_execution changes how batches are dispatched, not what is
     # learned; a time limit changes nothing unless it stopped the run.
     ignored = ("model", "seed", "mnist_path", "steps_per_execution", "time_limit_minutes", "recipe")
@@ -96,6 +126,8 @@ def variant(config, stop_reason=None):
     changed = [f"{k}={v}" for k, v in sorted(config.items()) if k not in ignored and v != baseline.get(k)]
     if recipe != "protocol":
         changed.insert(0, f"recipe {recipe}")
+    if benchmark not in (None, "protocol"):
+        changed.insert(0, benchmark)
     if stop_reason == "time_limit":
         changed.append(f"cut at {config['time_limit_minutes']:g} min")
     return ", ".join(changed) or "protocol"
@@ -107,65 +139,93 @@ FULL_TABLES = "docs/results.md"
 FINISHED = ("early_stopping", "epochs")  # the stop reasons of runs the README's table counts
 
 
+# The error columns of each kind of result: `(header, field)`.
+DIGIT_COLUMNS = (("single-digit error", "single_digit_error"), ("sequence error", "sequence_error"))
+STRING_COLUMNS = (("string error", "string_error"), ("character error rate", "character_error_rate"),
+                  ("length accuracy", "length_accuracy"))
+STRINGS_HEADING = ("Digit strings of 1 to 5 digits (`--benchmark strings`; shared/protocol.md, \"Digit strings\"): "
+                   "whole-string test error, character error rate and length accuracy (%):")
+
+
 def _load_results(results_dir):
+    """`(digit results, their variants), (string results, their variants)`: the results of
+    digit sequences and of digit strings (`strings.string_metrics`), kept apart."""
     results = [json.loads(p.read_text(encoding="utf-8")) for p in sorted(pathlib.Path(results_dir).glob("*.json"))]
-    return results, [variant(result["config"], result.get("stop_reason")) for result in results]
+    kinds = {False: ([], []), True: ([], [])}
+    for result in results:
+        kind = kinds["string_error" in result]
+        kind[0].append(result)
+        kind[1].append(variant(result["config"], result.get("stop_reason")))
+    return kinds[False], kinds[True]
 
 
-def _summary(results, variants):
-    """Mean ± std per model and variant, as markdown rows under a header."""
+def _summary(results, variants, columns=DIGIT_COLUMNS):
+    """Mean ± std per model and variant, as markdown rows under a header; for
+    the digits (`DIGIT_COLUMNS`), with the published errors."""
+    published = columns == DIGIT_COLUMNS
     groups = {}
     for result, changes in zip(results, variants):
         groups.setdefault((result["model"], changes), []).append(result)
-    lines = [
-        "| model | recipe and options | seeds | single-digit error | sequence error | published |",
-        "| --- | --- | --- | --- | --- | --- |",
-    ]
+    headers = ["model", "recipe and options", "seeds", *(header for header, _ in columns)] + ["published"] * published
+    lines = ["| " + " | ".join(headers) + " |", "| " + " | ".join(["---"] * len(headers)) + " |"]
     for (model, changes), group in sorted(groups.items()):
-        lines.append(
-            f"| {model} | {changes} | {len(group)} | {_mean_std([r['single_digit_error'] for r in group])} "
-            f"| {_mean_std([r['sequence_error'] for r in group])} | {PUBLISHED.get(model, '')} |"
-        )
+        cells = [model, changes, str(len(group)), *(_mean_std([r[field] for r in group]) for _, field in columns)]
+        lines.append("| " + " | ".join(cells + [PUBLISHED.get(model, "")] * published) + " |")
     return lines
 
 
+def _finished(results, variants):
+    kept = [(result, changes) for result, changes in zip(results, variants) if result.get("stop_reason") in FINISHED]
+    return [result for result, _ in kept], [changes for _, changes in kept]
+
+
 def readme_table(results_dir="results"):
-    """The README's one table: finished runs only (early stopping or their epoch budget), mean ± std."""
-    results, variants = _load_results(results_dir)
-    finished = [index for index, result in enumerate(results) if result.get("stop_reason") in FINISHED]
+    """The README's tables: finished runs only (early stopping or their epoch budget), mean ± std;
+    the digit strings' in a table of their own, where there are any."""
+    digits, strings = _load_results(results_dir)
     lines = [
         "Test errors (%) on the protocol's 10,000 test images at the best-validation epoch, mean ± std over",
         "seeds, of runs that ended by early stopping or their stated epoch budget; runs cut by a time limit",
         f"and every run's command, machine and cost are in [{FULL_TABLES}]({FULL_TABLES}).",
         "",
-        *_summary([results[i] for i in finished], [variants[i] for i in finished]),
+        *_summary(*_finished(*digits)),
     ]
+    if _finished(*strings)[0]:
+        lines += ["", STRINGS_HEADING, "", *_summary(*_finished(*strings), STRING_COLUMNS)]
     return "\n".join(lines) + "\n"
 
 
+def _run_rows(results, variants, columns):
+    """Every run, as markdown rows under a header."""
+    headers = ["model", "variant", "seed", "best epoch", "epochs run", "stopped by", *(h for h, _ in columns),
+               "wall time", "s/epoch", "machine", "command"]
+    lines = ["| " + " | ".join(headers) + " |", "| " + " | ".join(["---"] * len(headers)) + " |"]
+    for result, changes in zip(results, variants):
+        machine = result["machine"]
+        where = ", ".join(str(part) for part in (machine["device"], machine.get("cpu"), machine["backend"]) if part)
+        cells = [result["model"], changes, str(result["seed"]), str(result["best_epoch"]), str(result["epochs_run"]),
+                 (result.get("stop_reason") or "?").replace("_", " "),
+                 *(f"{100 * result[field]:.2f}" for _, field in columns),
+                 f"{result['train_seconds'] / 60:.0f} min", f"{result['seconds_per_epoch']:.0f}", where,
+                 f"`{result['command']}`"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
 def results_tables(results_dir="results"):
-    """The full tables, as markdown: every model and variant (time-limited runs too), and every run."""
-    results, variants = _load_results(results_dir)
+    """The full tables, as markdown: every model and variant (time-limited runs too), and every run;
+    the digit strings' in tables of their own, where there are any."""
+    digits, strings = _load_results(results_dir)
     lines = [
         "Single-digit and sequence test errors (%) on the protocol's 10,000 test images, of the",
         "best-validation epoch; mean ± std over seeds. Only the *published* column is copied from papers.",
         "",
-        *_summary(results, variants),
+        *_summary(*digits),
         "",
-        "| model | variant | seed | best epoch | epochs run | stopped by | single-digit error | sequence error | wall time | s/epoch | machine | command |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        *_run_rows(*digits, DIGIT_COLUMNS),
     ]
-    for result, changes in zip(results, variants):
-        machine = result["machine"]
-        where = ", ".join(str(part) for part in (machine["device"], machine.get("cpu"), machine["backend"]) if part)
-        lines.append(
-            f"| {result['model']} | {changes} | {result['seed']} | {result['best_epoch']} "
-            f"| {result['epochs_run']} | {(result.get('stop_reason') or '?').replace('_', ' ')} "
-            f"| {100 * result['single_digit_error']:.2f} "
-            f"| {100 * result['sequence_error']:.2f} | {result['train_seconds'] / 60:.0f} min "
-            f"| {result['seconds_per_epoch']:.0f} | {where} "
-            f"| `{result['command']}` |"
-        )
+    if strings[0]:
+        lines += ["", STRINGS_HEADING, "", *_summary(*strings, STRING_COLUMNS), "", *_run_rows(*strings, STRING_COLUMNS)]
     return "\n".join(lines) + "\n"
 
 

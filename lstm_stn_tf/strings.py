@@ -7,7 +7,9 @@ A string's labels are its digits left to right, then `END_CLASS` up to N:
 the steps after it anything (`layers.StringSteps`, `losses.StringCrossentropy`).
 """
 
+import keras
 import numpy as np
+from keras import ops
 
 from lstm_stn_tf.errors import UserError
 
@@ -19,25 +21,44 @@ def string_lengths(labels):
     return np.sum(np.asarray(labels) != END_CLASS, axis=-1)
 
 
+def string_ends(probabilities):
+    """Whether each step ends its string (`keras.ops`, for tensors): the end
+    class is more probable than all the digits together (more than 1/2). Not
+    the most probable of the 11 classes: a step unsure which digit it sees has
+    not seen the end."""
+    return probabilities[..., END_CLASS] > ops.sum(probabilities[..., :END_CLASS], axis=-1)
+
+
+def read_strings(probabilities):
+    """The strings a model reads (`keras.ops`, for tensors): labels `(images, N)`
+    from per-step probabilities `(images, N + 1, 11)`.
+
+    The most probable digit of each step, up to the first step that ends the
+    string (`string_ends`). A model that ends none of its first N steps reads
+    N digits: its last step can only end a string, so it reads no digit.
+    """
+    probabilities = probabilities[:, :-1]
+    ended = ops.cumsum(ops.cast(string_ends(probabilities), "int32"), axis=1) > 0
+    digits = ops.cast(ops.argmax(probabilities[..., :END_CLASS], axis=-1), "int32")
+    return ops.where(ended, END_CLASS, digits)
+
+
+@keras.saving.register_keras_serializable(package="lstm_stn_tf")
+def string_accuracy(labels, probabilities):
+    """Per image, 1 if its whole string is read right (`read_strings`), else 0:
+    the training metric of strings (1 - `string_error`)."""
+    right = ops.all(ops.equal(read_strings(probabilities), ops.cast(labels, "int32")), axis=1)
+    return ops.cast(right, probabilities.dtype)
+
+
 def ends_string(probabilities):
-    """Whether each step ends its string: the end class is more probable than
-    all the digits together (more than 1/2). Not the most probable of the 11
-    classes: a step unsure which digit it sees has not seen the end."""
-    probabilities = np.asarray(probabilities)
-    return probabilities[..., END_CLASS] > probabilities[..., :END_CLASS].sum(axis=-1)
+    """`string_ends` of a numpy array, as a numpy array."""
+    return ops.convert_to_numpy(string_ends(ops.convert_to_tensor(np.asarray(probabilities))))
 
 
 def decode_strings(probabilities):
-    """The strings a model reads, as labels `(images, N)` from `(images, N + 1, 11)`.
-
-    The most probable digit of each step, up to the first step that ends the
-    string (`ends_string`). A model that ends none of its first N steps reads
-    N digits: its last step can only end a string, so it reads no digit.
-    """
-    probabilities = np.asarray(probabilities)[:, :-1]
-    ended = np.cumsum(ends_string(probabilities), axis=1) > 0
-    digits = np.argmax(probabilities[..., :END_CLASS], axis=-1)
-    return np.where(ended, END_CLASS, digits).astype(np.uint8)
+    """`read_strings` of a numpy array, as uint8 labels `(images, N)`."""
+    return ops.convert_to_numpy(read_strings(ops.convert_to_tensor(np.asarray(probabilities)))).astype(np.uint8)
 
 
 def edit_distance(first, second):

@@ -29,10 +29,11 @@ from lstm_stn_tf.data import ClutterSpec, FreshClutterBatches, load_mnist, load_
 from lstm_stn_tf import machine
 from lstm_stn_tf.errors import UserError
 from lstm_stn_tf.evaluation import evaluate_model, save_inference_model
-from lstm_stn_tf.losses import SmoothedSparseCrossentropy
+from lstm_stn_tf.losses import SmoothedSparseCrossentropy, StringCrossentropy
 from lstm_stn_tf.models import build_model
 from lstm_stn_tf.optimizers import ClippedAdamW, ClippedRMSprop
 from lstm_stn_tf.paths import atomic_path, stale_temporaries, writing
+from lstm_stn_tf.strings import string_accuracy
 
 
 PRECISIONS = ("auto", "float32", "mixed_bfloat16")
@@ -141,13 +142,11 @@ class TrainConfig:
         spec = self.clutter_spec
         previous = keras.config.dtype_policy()
         keras.config.set_dtype_policy(machine.choose_precision(self.precision)[0])
+        # Only strings pass variable_length: fixed-length models build exactly as before it existed.
+        strings = {"variable_length": True} if spec.variable_length else {}
         try:
-            return build_model(
-                self.model,
-                image_size=(spec.canvas_size, spec.canvas_size),
-                n_digits=spec.n_digits,
-                **self.model_options,
-            )
+            return build_model(self.model, image_size=spec.image_size, n_digits=spec.n_digits, **strings,
+                               **self.model_options)
         finally:
             keras.config.set_dtype_policy(previous)
 
@@ -180,9 +179,17 @@ def _check_number(name, value, integer=False, minimum=None, below=None):
 
 
 def compile_model(model, config):
+    """Compiles with the recipe's optimizer and loss, and an "accuracy" metric that
+    `BestModelKeeper` follows as val_accuracy: per digit, or for digit strings per
+    whole string (1 - string error, `strings.string_accuracy`)."""
     optimizer_options = {"weight_decay": config.weight_decay} if config.optimizer == "adamw" else {}
-    loss = (SmoothedSparseCrossentropy(config.label_smoothing) if config.label_smoothing
-            else keras.losses.SparseCategoricalCrossentropy())
+    if config.clutter_spec.variable_length:
+        loss = StringCrossentropy(config.label_smoothing)
+        accuracy = keras.metrics.MeanMetricWrapper(string_accuracy, name="accuracy")
+    else:
+        loss = (SmoothedSparseCrossentropy(config.label_smoothing) if config.label_smoothing
+                else keras.losses.SparseCategoricalCrossentropy())
+        accuracy = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
     model.compile(
         optimizer=OPTIMIZERS[config.optimizer](
             learning_rate=config.learning_rate,
@@ -191,7 +198,7 @@ def compile_model(model, config):
             **optimizer_options,
         ),
         loss=loss,
-        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+        metrics=[accuracy],
         steps_per_execution=config.steps_per_execution,
     )
     return model
@@ -500,7 +507,8 @@ def _epoch_seconds(rows):
 
 
 def write_metrics(run_dir, config, test_split, command=None, stop_reason=None, precision_reason=None):
-    """Evaluates `best.keras` on the test split and writes `metrics.json`."""
+    """Evaluates `best.keras` on the test split (`evaluate_model`: digit or string
+    metrics, as the model reads) and writes `metrics.json`."""
     run_dir = pathlib.Path(run_dir)
     model = keras.saving.load_model(run_dir / "best.keras")
     corners = split_digit_corners("test", config.test_size, config.data_seed, config.clutter_spec)

@@ -1,27 +1,34 @@
-"""Digit strings of 1 to 5 digits: the benchmark, the loss, decoding, metrics, and a short learning run."""
+"""Digit strings of 1 to 5 digits: the benchmark, the loss, decoding, metrics, a short learning run, and
+`train`, `evaluate` and the results tables on strings."""
 
 import dataclasses
 import hashlib
+import json
 import time
 
 import keras
 import numpy as np
 import pytest
+from keras import ops
 
-from lstm_stn_tf import UserError, attention_model, build_model
+from lstm_stn_tf import UserError, attention_model, build_model, cli
 from lstm_stn_tf.data.cluttered import NO_DIGIT, STRINGS_SPEC, ClutterSpec, dataset_key, digit_corners, generate, split_seed
 from lstm_stn_tf.evaluation import attention_metrics
 from lstm_stn_tf.layers import EndsFromLength, StringSteps
 from lstm_stn_tf.losses import StringCrossentropy
+from lstm_stn_tf.reproduce import readme_table, results_tables, run_name, variant
 from lstm_stn_tf.strings import (
     END_CLASS,
     decode_strings,
     edit_distance,
     ends_string,
+    read_strings,
     string_attention_metrics,
     string_lengths,
+    string_accuracy,
     string_metrics,
 )
+from lstm_stn_tf.training import TrainConfig, train
 
 
 def _sha256(*arrays):
@@ -265,3 +272,107 @@ def test_a_small_string_reader_learns_to_read_and_to_stop(mnist):
     assert metrics["string_error"] < 0.5
     assert metrics["length_accuracy"] > 0.9 and metrics["stops_on_time"] > 0.9
     assert min(attention["glimpse_centre_on_digit"]) > 0.8
+
+
+def test_the_training_metric_reads_strings_as_string_metrics_does():
+    # One rule, in keras.ops: decode_strings and ends_string are read_strings and string_ends on arrays.
+    rng = np.random.default_rng(3)
+    labels = np.where(np.arange(3) < rng.integers(1, 4, (200, 1)), rng.integers(0, 10, (200, 3)), END_CLASS)
+    probabilities = rng.dirichlet(np.full(11, 0.2), size=(200, 4)).astype("float32")
+    probabilities[:100, :3] = _probabilities(np.where(labels[:100] == END_CLASS, END_CLASS, labels[:100]))[:, :3]
+    accuracy = keras.metrics.MeanMetricWrapper(string_accuracy)
+    accuracy.update_state(labels, probabilities)
+    assert float(accuracy.result()) == pytest.approx(1 - string_metrics(probabilities, labels)["string_error"], abs=1e-6)
+    assert 0.4 < float(accuracy.result()) < 0.6  # the first half read right, the rest hardly
+    np.testing.assert_array_equal(decode_strings(probabilities), ops.convert_to_numpy(read_strings(probabilities)))
+
+
+# An easy strings benchmark: 1 or 2 centred digits on a clean 36 x 60 canvas; a tiny LSTM-STN.
+EASY_STRINGS = dict(model="lstm_stn", model_options={"units": 16}, train_size=300, valid_size=100, test_size=100,
+                    epochs=2, spec=dict(n_digits=2, min_digits=1, canvas_size=36, canvas_width=60, n_clutter=0,
+                                        max_shift=0, max_slope=0))
+
+
+@pytest.fixture(scope="module")
+def strings_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("runs") / "strings"
+    return run_dir, train(TrainConfig(**EASY_STRINGS), run_dir, verbose=0)
+
+
+def test_training_on_strings_writes_string_metrics(strings_run):
+    run_dir, metrics = strings_run
+    assert metrics["epochs_run"] == 2 and 0 <= metrics["string_error"] <= 1
+    written = json.loads((run_dir / "metrics.json").read_text())
+    for name in ("character_error_rate", "length_accuracy", "stops_on_time"):
+        assert 0 <= written[name] <= 2, name  # a character error rate may pass 1 (insertions)
+    assert len(written["string_error_by_length"]) == 2 and sum(written["images_by_length"]) == 100
+    assert 1 <= len(written["glimpse_centre_on_digit"]) <= 2  # per step, up to the longest string
+    assert "single_digit_error" not in written and "confusion_matrix" not in written
+    history = (run_dir / "history.csv").read_text().splitlines()
+    assert "val_accuracy" in history[0].split(",") and len(history) == 3
+    best = json.loads((run_dir / "best.json").read_text())
+    assert best["val_accuracy"] == pytest.approx(max(float(row.split(",")[history[0].split(",").index("val_accuracy")])
+                                                     for row in history[1:]))
+
+
+def test_evaluate_command_on_a_strings_run(strings_run, capsys):
+    run_dir, _ = strings_run
+    assert cli.main(["evaluate", str(run_dir), "--size", "50"]) == 0
+    out = capsys.readouterr().out
+    for line in ("string error", "character error rate", "length accuracy", "stops on time", "string error by length",
+                 "glimpse centred on digit"):
+        assert line in out, line
+    assert "confusion" not in out
+    assert json.loads((run_dir / "evaluation-test.json").read_text())["n_images"] == 50
+
+
+def test_a_string_model_without_its_run_is_judged_on_the_strings_benchmark(tmp_path):
+    from lstm_stn_tf.evaluation import _split_settings, model_split
+
+    model = build_model("cnn", variable_length=True, image_size=STRINGS_SPEC.image_size, n_digits=5,
+                        classifier_filters=4, classifier_units=8)
+    assert _split_settings(str(tmp_path / "model.keras"), model, None, None)[0] == STRINGS_SPEC
+    (tmp_path / "config.json").write_text(json.dumps({"spec": ClutterSpec().key(), "data_seed": 0}))
+    with pytest.raises(UserError, match="reads 100 x 180 images of strings of up to 5 digits, but its run's config.json "
+                                        "describes 100 x 100 images of 3 digits"):
+        model_split(str(tmp_path / "model.keras"), model)
+
+
+def test_the_strings_benchmark_from_the_command_line():
+    args = cli.build_parser("train").parse_args(["train", "--benchmark", "strings"])
+    assert cli._config_from(args).clutter_spec == STRINGS_SPEC
+    args = cli.build_parser("train").parse_args(["train", "--benchmark", "strings", "--n-digits", "4", "--n-clutter", "0"])
+    assert cli._config_from(args).clutter_spec == dataclasses.replace(STRINGS_SPEC, n_digits=4, n_clutter=0)
+    assert cli._config_from(cli.build_parser("train").parse_args(["train"])).spec == ClutterSpec().key()
+    args = cli.build_parser("reproduce").parse_args(["reproduce", "--benchmark", "strings"])
+    assert args.benchmark == "strings"
+    assert run_name("cnn", 1, benchmark="strings") == "cnn-strings-seed1" and run_name("cnn", 1, "x") == "cnn-seed1-x"
+
+
+def _result(model, config, **errors):
+    machine = {"device": "cpu", "cpu": None, "backend": "tensorflow"}
+    return dict(model=model, seed=0, best_epoch=1, epochs_run=1, stop_reason="epochs", train_seconds=60,
+                seconds_per_epoch=60, machine=machine, command="test", config=config, **errors)
+
+
+def test_strings_results_are_named_and_tabled_apart(tmp_path):
+    # As config.json records them: the precision chosen, not "auto".
+    strings = dataclasses.asdict(TrainConfig(spec=STRINGS_SPEC.key(), precision="float32"))
+    protocol = dataclasses.asdict(TrainConfig(precision="float32"))
+    assert variant(strings) == "strings" and variant(protocol) == "protocol"
+    assert variant(dict(strings, label_smoothing=0.1)) == "strings, label_smoothing=0.1"
+    other = dataclasses.replace(STRINGS_SPEC, n_clutter=0).key()
+    assert variant(dict(strings, spec=other)).startswith("spec=")  # neither benchmark: the spec is named
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "cnn-seed0.json").write_text(json.dumps(_result("cnn", protocol, single_digit_error=0.05,
+                                                                sequence_error=0.15)))
+    without_strings = readme_table(results), results_tables(results)
+    (results / "cnn-strings-seed0.json").write_text(json.dumps(_result(
+        "cnn", strings, string_error=0.2, character_error_rate=0.1, length_accuracy=0.9)))
+    readme, full = readme_table(results), results_tables(results)
+    for table, before in ((readme, without_strings[0]), (full, without_strings[1])):
+        digits_part, strings_part = table.split("Digit strings", 1)
+        assert digits_part.rstrip("\n") == before.rstrip("\n")  # the digits' tables as they were
+        assert "| cnn | strings | 1 | 20.00 | 10.00 | 90.00 |" in strings_part
+    assert "| cnn | strings | 0 | 1 | 1 | epochs | 20.00 | 10.00 | 90.00 | 1 min |" in full

@@ -1,6 +1,6 @@
 """Benchmark data: MNIST, cluttered sequences, and input pipelines."""
 
-from lstm_stn_tf.data.cluttered import SPLIT_SIZES, ClutterSpec, generate
+from lstm_stn_tf.data.cluttered import BENCHMARKS, SPLIT_SIZES, STRINGS_SPEC, ClutterSpec, generate
 from lstm_stn_tf.data.mnist import load_mnist
 from lstm_stn_tf.data.pipeline import (
     FreshClutterBatches,
@@ -14,7 +14,9 @@ from lstm_stn_tf.data.pipeline import (
 )
 
 __all__ = [
+    "BENCHMARKS",
     "SPLIT_SIZES",
+    "STRINGS_SPEC",
     "ClutterSpec",
     "FreshClutterBatches",
     "SequenceBatches",

@@ -116,6 +116,8 @@ class ClutterSpec:
 STRINGS_SPEC = ClutterSpec(
     n_digits=5, min_digits=1, canvas_width=180, n_clutter=14, min_gap=-4, max_gap=8, max_shift=None
 )
+# The benchmarks by name (`--benchmark`): the protocol's 3-digit sequences and the digit strings.
+BENCHMARKS = {"protocol": ClutterSpec(), "strings": STRINGS_SPEC}
 
 
 def _windows(canvas, size):
