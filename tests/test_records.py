@@ -37,6 +37,7 @@ def test_reproduce_keeps_no_place_on_this_machine_in_its_results(tmp_path, monke
     def train(config, run_dir, resume, command):  # the record of a finished run, without the training
         run_dir.mkdir(parents=True)
         (run_dir / "config.json").write_text(json.dumps(dict(dataclasses.asdict(config), mnist_path="/data/mnist.npz")))
+        (run_dir / "history.csv").write_text("epoch,accuracy\n0,0.9\n")
         return dict(model=config.model, seed=config.seed, best_epoch=1, epochs_run=1, single_digit_error=0.1,
                     sequence_error=0.3, train_seconds=60.0, seconds_per_epoch=60.0,
                     machine={"device": "CPU", "backend": "tensorflow"}, command=command)
