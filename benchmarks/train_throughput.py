@@ -1,6 +1,6 @@
 """Training throughput (images/s) at the protocol's batch size.
 
-    python benchmarks/train_throughput.py [--model lstm_stn] [--variants float32 mixed_bfloat16]
+    python benchmarks/train_throughput.py [--model lstm_stn] [--variants float32 mixed_bfloat16] [--benchmark strings]
 
 Variants are timed side by side, in interleaved windows in one process, so
 their ratio is meaningful even when the machine's speed drifts. Prints the
@@ -23,7 +23,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from lstm_stn_tf import machine  # noqa: E402
-from lstm_stn_tf.data import make_input, tf_dataset  # noqa: E402
+from lstm_stn_tf.data import BENCHMARKS, generate, make_input, tf_dataset  # noqa: E402
 from lstm_stn_tf.layers import FoldedTimeDistributed, LSTMLocalizer  # noqa: E402
 from lstm_stn_tf.models import build_model  # noqa: E402
 from lstm_stn_tf.training import TrainConfig, compile_model  # noqa: E402
@@ -121,13 +121,14 @@ def naive_reference(steps_per_execution):
     return model
 
 
-def build(model_name, variant, steps_per_execution):
+def build(model_name, variant, steps_per_execution, spec):
     """A compiled model for `variant`: a precision ("auto", "float32", "mixed_bfloat16"),
     with "+xla" for XLA-compiled training steps (`jit_compile=True`); "naive" is the reference."""
     if variant == "naive":
         return naive_reference(steps_per_execution)
     precision, _, xla = variant.partition("+")
-    config, _ = TrainConfig(model=model_name, precision=precision, steps_per_execution=steps_per_execution).resolved()
+    config, _ = TrainConfig(model=model_name, precision=precision, steps_per_execution=steps_per_execution,
+                            spec=spec.key()).resolved()
     model = compile_model(config.build_model(), config)
     if xla:
         model.compile(optimizer=model.optimizer, loss=model.loss, metrics=["accuracy"],
@@ -138,6 +139,8 @@ def build(model_name, variant, steps_per_execution):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="lstm_stn")
+    parser.add_argument("--benchmark", choices=sorted(BENCHMARKS), default="protocol",
+                        help="the images' benchmark (strings: 1 to 5 digits on 100 x 180); naive runs the protocol's only")
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--variants", nargs="+", default=["float32", "mixed_bfloat16"],
                         help="dtype policies to compare (auto: the training default's choice), each "
@@ -155,22 +158,25 @@ def main():
         tf.config.threading.set_intra_op_parallelism_threads(args.threads[0])
         tf.config.threading.set_inter_op_parallelism_threads(args.threads[1])
 
+    spec = BENCHMARKS[args.benchmark]
+    if args.benchmark != "protocol" and "naive" in args.variants:
+        parser.error("the naive reference reads the protocol's images only; drop it or --benchmark")
     rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, (args.batch_size * args.window, 100, 100), dtype=np.uint8)
-    labels = rng.integers(0, 10, (len(images), 3))
+    # Noise for digits: the speed does not depend on what they show, only the labels' form does.
+    digits = (rng.integers(0, 256, (1000, 28, 28), dtype=np.uint8), rng.integers(0, 10, 1000))
+    images, labels = generate(*digits, args.batch_size * args.window, 0, spec)
     if keras.backend.backend() == "tensorflow":
         dataset = tf_dataset(images, labels, args.batch_size).cache().repeat()
         window = dict(steps_per_epoch=args.window)
     else:  # one pass over the window's batches is one window
         dataset, window = make_input(images, labels, args.batch_size), {}
-    models = {v: build(args.model, v, args.steps_per_execution) for v in args.variants}
+    models = {v: build(args.model, v, args.steps_per_execution, spec) for v in args.variants}
     compile_seconds, seconds = interleaved_windows(
         models, lambda model: model.fit(dataset, epochs=1, shuffle=False, verbose=0, **window), args.windows)
     rates = {v: [args.window * args.batch_size / s for s in values] for v, values in seconds.items()}
 
     # Validation as `train` runs it: 10,000 images in batches of 500.
-    valid_images = rng.integers(0, 256, (10_000, 100, 100), dtype=np.uint8)
-    valid = make_input(valid_images, rng.integers(0, 10, (10_000, 3)), batch_size=500)
+    valid = make_input(*generate(*digits, 10_000, 1, spec), batch_size=500)
     evaluation_seconds = {}
     for variant, model in models.items():
         model.evaluate(valid, verbose=0)  # warm-up
@@ -192,7 +198,7 @@ def main():
           f"ONEDNN_MAX_CPU_ISA={os.environ.get('ONEDNN_MAX_CPU_ISA', 'unset')}, "
           f"TF_ENABLE_ONEDNN_OPTS={os.environ.get('TF_ENABLE_ONEDNN_OPTS', 'unset')}; "
           f"load average {os.getloadavg()[0]:.1f}")
-    print(f"model {args.model}: {forward / 1e6:.1f} M multiply-adds per image forward, "
+    print(f"model {args.model}, benchmark {args.benchmark}: {forward / 1e6:.1f} M multiply-adds per image forward, "
           f"~{3 * 2 * forward / 1e6:.0f} MFLOP per image per training step (3 x forward)")
     if cpu:
         print(f"peak assumed: {peak / 1e9:.0f} GFLOP/s ({flops_per_cycle} FP32 FLOP/cycle/core)")

@@ -30,7 +30,7 @@ from lstm_stn_tf import machine
 from lstm_stn_tf.errors import UserError
 from lstm_stn_tf.evaluation import evaluate_model, save_inference_model
 from lstm_stn_tf.losses import SmoothedSparseCrossentropy, StringCrossentropy
-from lstm_stn_tf.models import build_model
+from lstm_stn_tf.models import build_model, list_models, model_options
 from lstm_stn_tf.optimizers import ClippedAdamW, ClippedRMSprop
 from lstm_stn_tf.paths import atomic_path, stale_temporaries, writing
 from lstm_stn_tf.strings import string_accuracy
@@ -126,7 +126,12 @@ class TrainConfig:
         if recipe not in RECIPES:
             raise UserError(f"recipe={recipe!r}: expected one of {', '.join(RECIPES)}.")
         values = dict(RECIPES[recipe], **overrides)
-        values["model_options"] = dict(RECIPES[recipe].get("model_options", {}), **overrides.get("model_options", {}))
+        # A recipe's model options reach the models that take them (the Lasagne cell start, the
+        # recurrent ones); options given by the caller reach the model as given, and it refuses a wrong one.
+        model = values.get("model", cls.model)
+        taken = model_options(model) if model in list_models() else ()
+        recipe_options = {k: v for k, v in RECIPES[recipe].get("model_options", {}).items() if k in taken}
+        values["model_options"] = dict(recipe_options, **overrides.get("model_options", {}))
         return cls(recipe=recipe, **values)
 
     def resolved(self):

@@ -18,6 +18,13 @@ def list_models():
     return sorted(_BUILDERS)
 
 
+def model_options(name):
+    """The options (keyword arguments) the registered model `name` takes."""
+    import inspect
+
+    return tuple(inspect.signature(_BUILDERS[name]).parameters)
+
+
 def build_model(name, **overrides):
     """Builds the registered model `name`, its defaults replaced by `overrides`.
 
@@ -39,10 +46,9 @@ def build_model(name, **overrides):
     except TypeError as error:
         if "unexpected keyword argument" not in str(error):
             raise
-        import inspect
-
-        accepted = list(inspect.signature(_BUILDERS[name]).parameters)
+        accepted = model_options(name)
+        refused = sorted(set(overrides) - set(accepted))
         raise UserError(
-            f"model {name!r} does not take {sorted(overrides)}; it accepts "
+            f"model {name!r} does not take {', '.join(refused)}; it accepts "
             f"{', '.join(accepted)}."
         ) from None
