@@ -5,6 +5,7 @@ import sys
 
 from lstm_stn_tf.cli import _add_data_arguments, _command_line
 from lstm_stn_tf.errors import UserError
+from lstm_stn_tf.predictor import BACKGROUNDS
 
 DEFAULT_MODEL = "lstm_stn"
 
@@ -25,9 +26,10 @@ def add_commands(subparsers):
 
     predict = subparsers.add_parser(
         "predict", help="read the digits in image files",
-        description="Prints the digits of each file. Images of another size are letterboxed to the "
-        "model's, colour is made grey; a file that cannot be read is reported and the others are "
-        "still read (exit status 2 if any failed).",
+        description="Prints the digits of each file (a strings model reads 1 to 5, up to where it "
+        "stops). Images of another size are letterboxed to the model's, aspect kept; colour is made grey; "
+        "dark digits on a light background are inverted to the models' light on dark; a file that cannot "
+        "be read is reported and the others are still read (exit status 2 if any failed).",
     )
     predict.add_argument("files", nargs="+", metavar="FILE",
                          help="PNG or JPEG images (transparent backgrounds read as black), or .npy arrays: one "
@@ -36,7 +38,12 @@ def add_commands(subparsers):
     predict.add_argument("--model", default=DEFAULT_MODEL, metavar="NAME_OR_PATH",
                          help=f"a shipped model's name, .keras file, run directory, export folder, SavedModel "
                          f"folder or .tflite file (default {DEFAULT_MODEL})")
-    predict.add_argument("--json", action="store_true", help="print a JSON list, one object per file")
+    predict.add_argument("--background", choices=BACKGROUNDS, default="auto",
+                         help="auto (the default): invert an image whose border is mostly light, i.e. dark digits on "
+                         "paper; light: invert every image; dark: invert none (the models read light on dark)")
+    predict.add_argument("--json", action="store_true",
+                         help='print a JSON list, one object per image: "string" (the digits read), "digits" and '
+                         '"confidence" (each digit\'s probability)')
     predict.set_defaults(handler=cmd_predict)
 
 
@@ -54,12 +61,13 @@ def cmd_predict(args):
     import numpy as np
 
     from lstm_stn_tf.predictor import Predictor, read_images
+    from lstm_stn_tf.strings import label_string
 
     predictor = Predictor(args.model)
     results, images = [], []
     for file in args.files:
         try:
-            names, file_images, note = read_images(file, predictor.image_size)
+            names, file_images, note = read_images(file, predictor.image_size, args.background)
         except UserError as error:
             print(f"lstm-stn: error: {error}", file=sys.stderr)
             results.append({"file": file, "error": str(error)})
@@ -72,13 +80,16 @@ def cmd_predict(args):
     if images:
         digits, probabilities, _ = predictor.predict(np.concatenate(images))
         for result, row, row_probabilities in zip(read, digits, probabilities):
-            result["digits"] = row.tolist()
-            result["confidence"] = [round(float(p), 4) for p in row_probabilities.max(axis=-1)]
+            string = label_string(row)
+            result["string"] = string
+            result["digits"] = [int(digit) for digit in string]
+            # A digit's probability at its step (for a strings model, among all 11 classes).
+            result["confidence"] = [round(float(p[d]), 4) for p, d in zip(row_probabilities, result["digits"])]
     if args.json:
         print(json.dumps(results, indent=2))
     else:
         for result in read:
-            print(f"{result['file']}: {''.join(map(str, result['digits']))}")
+            print(f"{result['file']}: {result['string'] or '(no digits)'}")
     failed = len(results) - len(read)
     if failed:
         raise UserError(f"{failed} of {len(args.files)} files could not be read.")

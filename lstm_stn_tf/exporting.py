@@ -8,8 +8,11 @@ Keras, test errors); exported from a finished run directory, also the run's
 `metrics.json` and `config.json` and a `MODEL_CARD.md`. Every format has one signature, `serving_default`:
 `image` float32 `(batch, H, W, 1)` in [0, 1] -> `digits` int32
 `(batch, n_digits)`, `probabilities` `(batch, n_digits, 10)` and, for models
-with a transformer, `transforms` `(batch, steps, 2, 3)`. Outputs are read by
-name, never by position.
+with a transformer, `transforms` `(batch, steps, 2, 3)`. A model that reads
+digit strings returns `probabilities` `(batch, n_digits + 1, 11)` (class 10
+ends the string) and `digits` `(batch, n_digits)`: the string read
+(`strings.read_strings`), then 10 after its end. Outputs are read by name,
+never by position.
 """
 
 import importlib.metadata
@@ -32,7 +35,10 @@ from lstm_stn_tf.model_card import model_card
 from lstm_stn_tf.models import attention_model
 from lstm_stn_tf.paths import atomic_directory, model_source, shipped_models_dir
 from lstm_stn_tf.predictor import SIGNATURE, Predictor
+from lstm_stn_tf.strings import END_CLASS, read_strings, string_metrics
 
+DIGIT_ERRORS = ("single_digit_error", "sequence_error")  # the TFLite test errors export.json gives
+STRING_ERRORS = ("string_error", "character_error_rate", "length_accuracy")  # ... for a strings model
 CALIBRATION_SIZE = 300  # train images that set the int8 ranges
 PARITY_SIZE = 100  # test images on which the formats are compared with Keras
 FILES = ("model.keras", "saved_model", "model.tflite", "model_int8.tflite")
@@ -47,7 +53,11 @@ def write_saved_model(model, path):
         outputs = attention(image, training=False)
         # Glimpses are for pictures, not serving: they would multiply the output size.
         served = {name: outputs[name] for name in ("probabilities", "transforms") if name in outputs}
-        served["digits"] = tf.argmax(outputs["probabilities"], axis=-1, output_type=tf.int32)
+        probabilities = outputs["probabilities"]
+        if probabilities.shape[-1] == END_CLASS + 1:  # a string: its digits up to the end, then END_CLASS
+            served["digits"] = read_strings(probabilities, argmax=tf.argmax)
+        else:
+            served["digits"] = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
         return served
 
     archive = keras.export.ExportArchive()
@@ -161,8 +171,10 @@ def compare_formats(folder, images, labels, parity_size=PARITY_SIZE):
         predictor = Predictor(folder / file)
         parity[f"{key}_vs_keras"] = _max_differences(predictor.predict(images[:parity_size]), reference)
         if key.startswith("tflite"):
-            metrics = error_metrics(predictor.predict(images)[1], labels)
-            errors[key] = {name: metrics[name] for name in ("single_digit_error", "sequence_error")}
+            probabilities = predictor.predict(images)[1]
+            strings = probabilities.shape[-1] == END_CLASS + 1
+            metrics = (string_metrics if strings else error_metrics)(probabilities, labels)
+            errors[key] = {name: metrics[name] for name in (STRING_ERRORS if strings else DIGIT_ERRORS)}
     return parity, errors
 
 
@@ -244,7 +256,8 @@ def format_report(report, out):
         if key != "n_images":
             lines.append(f"  {key[: -len('_vs_keras')]:<20} " + ", ".join(f"{name} {value:.2e}" for name, value in differences.items()))
     errors = report["test_error"]
-    lines.append(f"test errors on {errors['n_images']} images (single digit / sequence):")
+    names = STRING_ERRORS if "string_error" in errors["tflite_fp32"] else DIGIT_ERRORS
+    lines.append(f"test errors on {errors['n_images']} images ({' / '.join(name.replace('_', ' ') for name in names)}):")
     for key in ("tflite_fp32", "tflite_int8"):
-        lines.append(f"  {key:<20} {100 * errors[key]['single_digit_error']:6.2f} % / {100 * errors[key]['sequence_error']:6.2f} %")
+        lines.append(f"  {key:<20} " + " / ".join(f"{100 * errors[key][name]:6.2f} %" for name in names))
     return "\n".join(lines)

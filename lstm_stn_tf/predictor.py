@@ -2,6 +2,7 @@
 
     from lstm_stn_tf import Predictor
     digits, probabilities, transforms = Predictor("export/lstm_stn").predict(images)
+    Predictor("lstm_stn_strings").read(images)  # ["40713", "8", ...]
 
 A model is a `.keras` file, a run directory, an `lstm-stn export` folder (its
 float32 `model.tflite` is used), a SavedModel folder, a `.tflite` file, or the
@@ -14,12 +15,16 @@ import numpy as np
 
 from lstm_stn_tf.errors import UserError
 from lstm_stn_tf.paths import model_source
+from lstm_stn_tf.strings import label_string, read_labels
 
 SIGNATURE = "serving_default"
 BATCH_SIZE = 256  # images per call: bounds the memory of a large predict
 PIXELS_EXPECTED = "expected floats in [0, 1] or integers in 0-255"
 # Grey levels (of 255): opaque pixels spread over fewer than this are one ink colour.
 STROKE_CONTRAST = 16
+# The models read light digits on a dark background; photos of paper are the other way round.
+BACKGROUNDS = ("auto", "dark", "light")
+BORDER_FRACTION = 0.05  # the frame of the image whose median grey level is its background
 
 
 class _KerasRunner:
@@ -34,7 +39,7 @@ class _KerasRunner:
 
     def __call__(self, images):
         outputs = {name: np.asarray(value) for name, value in self.model.predict_on_batch(images).items()}
-        outputs["digits"] = np.argmax(outputs["probabilities"], axis=-1).astype(np.int32)
+        outputs["digits"] = read_labels(outputs["probabilities"]).astype(np.int32)
         return outputs
 
 
@@ -130,7 +135,9 @@ class Predictor:
         Returns:
             digits int32 `(N, n_digits)`, probabilities float32
             `(N, n_digits, 10)` and transforms float32 `(N, steps, 2, 3)`,
-            or None for a model without a transformer.
+            or None for a model without a transformer. A model that reads
+            digit strings gives probabilities `(N, n_digits + 1, 11)`, class
+            10 the end, and digits padded with 10 after the string's end.
         """
         images = np.asarray(images)
         if images.ndim == 4 and images.shape[-1] == 1:
@@ -144,6 +151,11 @@ class Predictor:
         chunks = [self._run(images[start : start + batch_size]) for start in range(0, len(images), batch_size)]
         outputs = {name: np.concatenate([chunk[name] for chunk in chunks]) for name in chunks[0]}
         return outputs["digits"], outputs["probabilities"], outputs.get("transforms")
+
+
+    def read(self, images, batch_size=BATCH_SIZE):
+        """The digits each image shows, as strings (`"407"`); images as for `predict`."""
+        return [label_string(row) for row in self.predict(images, batch_size)[0]]
 
 
 def unit_pixels(array, source):
@@ -228,21 +240,38 @@ def _file_images(path):
         raise UserError(f"{path}: unreadable image ({error}).") from None
 
 
-def read_images(path, size):
+def light_background(image):
+    """Whether a grey image `(height, width)` in [0, 1] has a light background:
+    the median of its outer frame (5 % of the shorter side, at least one
+    pixel) is above one half. Digits rarely fill the frame; paper does."""
+    image = np.asarray(image)
+    width = max(1, round(BORDER_FRACTION * min(image.shape)))
+    frame = np.concatenate([image[:width].ravel(), image[-width:].ravel(),
+                            image[:, :width].ravel(), image[:, -width:].ravel()])
+    return bool(np.median(frame) > 0.5)
+
+
+def read_images(path, size, background="auto"):
     """The images of one file as model input.
 
     PNG, JPEG (or another format Pillow reads) in colour or grey, or a `.npy`
     array: one image `(height, width[, 1])` or a batch `(N, height, width[, 1])`,
     integers in 0-255 or floats in [0, 1].
 
+    `background`: "auto" inverts each image whose background is light
+    (`light_background`: dark digits on paper) into the models' light digits
+    on dark; "light" inverts every image, "dark" none.
+
     Returns `(names, images, note)`: `names` is `[path]` for one image and
     `path[i]` for each image of a batch; `images` float32 `(n, *size, 1)` in
-    [0, 1]; `note` says how the images were changed to fit `size`
-    (letterboxed), else None. Raises `UserError` for a file that is not a
+    [0, 1]; `note` says how the images were changed (inverted, letterboxed to
+    `size`), else None. Raises `UserError` for a file that is not a
     readable image.
     """
     from PIL import Image
 
+    if background not in BACKGROUNDS:
+        raise UserError(f"background={background!r}: expected one of {', '.join(BACKGROUNDS)}.")
     name, path = str(path), pathlib.Path(path)
     if not path.exists():
         raise UserError(f"{path}: no such file.")
@@ -253,9 +282,16 @@ def read_images(path, size):
     images, batch = _file_images(path)
     names = [f"{name}[{index}]" for index in range(len(images))] if batch else [name]
     count, height, width = images.shape
-    note = None
+    notes = []
+    # Inverted before letterboxing, so that the margins added are the dark background.
+    inverted = np.array([background == "light" or (background == "auto" and light_background(image))
+                         for image in images])
+    if inverted.any():
+        images = np.where(inverted[:, None, None], 1 - images, images)
+        what = f"{inverted.sum()} of {count} images" if batch else "dark digits on a light background"
+        notes.append(f"{what} inverted to light on dark" + (" (--background light)" if background == "light" else ""))
     if (height, width) != tuple(size):
         what = f"{count} {width}x{height} images" if batch else f"{width}x{height} image"
-        note = f"{what} letterboxed to {size[1]}x{size[0]}"
+        notes.append(f"{what} letterboxed to {size[1]}x{size[0]}")
         images = np.stack([np.asarray(letterbox(Image.fromarray(image), size)) for image in images])
-    return names, images[..., None], note
+    return names, images[..., None], "; ".join(notes) or None

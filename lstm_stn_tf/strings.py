@@ -29,17 +29,19 @@ def string_ends(probabilities):
     return probabilities[..., END_CLASS] > ops.sum(probabilities[..., :END_CLASS], axis=-1)
 
 
-def read_strings(probabilities):
+def read_strings(probabilities, argmax=ops.argmax):
     """The strings a model reads (`keras.ops`, for tensors): labels `(images, N)`
     from per-step probabilities `(images, N + 1, 11)`.
 
     The most probable digit of each step, up to the first step that ends the
     string (`string_ends`). A model that ends none of its first N steps reads
     N digits: its last step can only end a string, so it reads no digit.
+    `argmax(x, axis)`: the backend's own for a graph that must convert to
+    TFLite builtins (Keras's TensorFlow argmax adds a BitwiseAnd for -0.0).
     """
     probabilities = probabilities[:, :-1]
     ended = ops.cumsum(ops.cast(string_ends(probabilities), "int32"), axis=1) > 0
-    digits = ops.cast(ops.argmax(probabilities[..., :END_CLASS], axis=-1), "int32")
+    digits = ops.cast(argmax(probabilities[..., :END_CLASS], axis=-1), "int32")
     return ops.where(ended, END_CLASS, digits)
 
 
@@ -59,6 +61,26 @@ def ends_string(probabilities):
 def decode_strings(probabilities):
     """`read_strings` of a numpy array, as uint8 labels `(images, N)`."""
     return ops.convert_to_numpy(read_strings(ops.convert_to_tensor(np.asarray(probabilities)))).astype(np.uint8)
+
+
+def read_labels(probabilities):
+    """The labels `(images, N)` that probabilities read, as numpy: a strings
+    model's `(images, N + 1, 11)` by `decode_strings` (END_CLASS after the
+    string), a fixed-length model's `(images, N, 10)` by the most probable digit."""
+    probabilities = np.asarray(probabilities)
+    if probabilities.shape[-1] == END_CLASS + 1:
+        return decode_strings(probabilities)
+    return np.argmax(probabilities, axis=-1).astype(np.int32)
+
+
+def label_string(labels):
+    """The digits of one image's labels as text, up to the end class: `[4, 0, 7, 10, 10]` -> `"407"`."""
+    digits = []
+    for label in np.asarray(labels).tolist():
+        if label == END_CLASS:
+            break
+        digits.append(str(label))
+    return "".join(digits)
 
 
 def edit_distance(first, second):

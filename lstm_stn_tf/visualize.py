@@ -25,6 +25,7 @@ from matplotlib.ticker import LogFormatter
 
 from lstm_stn_tf.errors import UserError
 from lstm_stn_tf.paths import atomic_path
+from lstm_stn_tf.strings import END_CLASS, read_labels
 
 # Matplotlib's tab10 without red and grey: red marks mistakes.
 STEP_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#17becf", "#e377c2", "#bcbd22", "#8c564b")
@@ -105,7 +106,16 @@ def _save(figure, path):
 
 
 def _digits(values):
-    return "".join(str(int(v)) for v in values)
+    """Labels as text; a string's end class is not a digit."""
+    return "".join(str(int(v)) for v in values if v != END_CLASS)
+
+
+def steps_taken(probabilities, steps):
+    """The steps a model took on one image: all of them, or for a model that
+    reads strings (11 classes) its digits and the step that ended the string."""
+    if np.shape(probabilities)[-1] != END_CLASS + 1:
+        return steps
+    return min(len(_digits(read_labels(np.asarray(probabilities)[None])[0])) + 1, steps)
 
 
 def _show_image(ax, image, vmax):
@@ -114,10 +124,11 @@ def _show_image(ax, image, vmax):
     ax.set_yticks([])
 
 
-def draw_boxes(ax, transforms, image_size, current=None, linewidth=1.5):
+def draw_boxes(ax, transforms, image_size, current=None, linewidth=1.5, stop=None):
     """Outlines each step's sampling grid on `ax`, numbered from 1, one colour per step.
 
     `current`: the step drawn bold; the others are drawn faint (for animations).
+    `stop`: the step that ended a string, drawn dashed and marked "end".
     Returns the polygons.
     """
     polygons = []
@@ -127,6 +138,7 @@ def draw_boxes(ax, transforms, image_size, current=None, linewidth=1.5):
         polygon = Polygon(
             corners, closed=True, fill=False, edgecolor=step_colour(step),
             linewidth=linewidth * (0.6 if faint else 1.0), alpha=alpha,
+            linestyle="--" if step == stop else "-",
         )
         ax.add_patch(polygon)
         polygons.append(polygon)
@@ -134,7 +146,7 @@ def draw_boxes(ax, transforms, image_size, current=None, linewidth=1.5):
         x = np.clip(corners[0, 0], 0, image_size[1] - 1)
         y = np.clip(corners[0, 1], 0, image_size[0] - 1)
         ax.text(
-            x, y, str(step + 1), color="white", fontsize=7, fontweight="bold",
+            x, y, f"{step + 1} end" if step == stop else str(step + 1), color="white", fontsize=7, fontweight="bold",
             ha="left", va="top", alpha=alpha, clip_on=True,
             bbox=dict(boxstyle="square,pad=0.1", facecolor=step_colour(step), edgecolor="none", alpha=alpha),
         )
@@ -196,8 +208,9 @@ def attention_figure(model, images, labels, path, columns=4, title=None, dpi=100
     if not isinstance(columns, int) or columns < 1:
         raise UserError(f"columns={columns!r}: expected a positive integer.")
     outputs = attention_outputs(model, images)
-    predicted = np.argmax(outputs["probabilities"], axis=-1)
+    predicted = read_labels(outputs["probabilities"])
     steps = outputs["transforms"].shape[1]
+    strings = outputs["probabilities"].shape[-1] == END_CLASS + 1
     columns = min(columns, len(images))
     rows = math.ceil(len(images) / columns)
     size = (columns * PANEL_INCHES[0], rows * PANEL_INCHES[1] + TITLE_INCHES)
@@ -214,17 +227,19 @@ def attention_figure(model, images, labels, path, columns=4, title=None, dpi=100
         )
         ax = figure.add_subplot(panel[:, 0])
         _show_image(ax, image, vmax=255)
-        draw_boxes(ax, outputs["transforms"][index], image.shape)
+        taken = steps_taken(outputs["probabilities"][index], steps)
+        stop = taken - 1 if strings else None
+        draw_boxes(ax, outputs["transforms"][index, :taken], image.shape, stop=stop)
         text, wrong = _reading_title(predicted[index], label)
         mistakes += wrong
         ax.set_title(text, fontsize=9, color=MISTAKE_COLOUR if wrong else "black",
                      fontweight="bold" if wrong else "normal")
         reads = _step_digits(predicted[index], steps)
         truths = [None] * steps if label is None else _step_digits(label, steps)
-        for step, (digits, truth) in enumerate(zip(reads, truths)):
+        for step, (digits, truth) in enumerate(zip(reads[:taken], truths)):
             _draw_glimpse(
                 figure.add_subplot(panel[step, 1]), outputs["glimpses"][index, step, ..., 0],
-                step, _digits(digits), truth is not None and bool(np.any(digits != truth)),
+                step, "end" if step == stop else _digits(digits), truth is not None and bool(np.any(digits != truth)),
             )
     figure.suptitle(title or f"{len(images)} images, {mistakes} misread", fontsize=11,
                     y=1 - 0.15 * TITLE_INCHES / size[1], va="top")
@@ -253,17 +268,20 @@ def glimpse_gif(model, image, path, label=None, frame_ms=900, last_frame_ms=2500
         raise UserError(f"image has shape {image.shape}; expected one (height, width) image.")
     outputs = attention_outputs(model, image[None])
     transforms, glimpses = outputs["transforms"][0], outputs["glimpses"][0, ..., 0]
-    predicted = np.argmax(outputs["probabilities"][0], axis=-1)
-    steps = len(transforms)
-    reads = _step_digits(predicted, steps)
+    predicted = read_labels(outputs["probabilities"])[0]
+    steps = steps_taken(outputs["probabilities"][0], len(transforms))
+    stop = steps - 1 if outputs["probabilities"].shape[-1] == END_CLASS + 1 else None
+    reads = _step_digits(predicted, len(transforms))
     frames = []
     for step in range(steps):
         figure = _new_figure((6.5, 3.5), dpi)
         left, right = figure.add_subplot(1, 2, 1), figure.add_subplot(1, 2, 2)
         _show_image(left, image, vmax=255)
-        draw_boxes(left, transforms[: step + 1], image.shape, current=step, linewidth=2.5)
+        draw_boxes(left, transforms[: step + 1], image.shape, current=step, linewidth=2.5, stop=stop)
         if step == steps - 1:
             text, wrong = _reading_title(predicted, label)
+        elif stop is not None:  # a string's length is known only when it ends
+            text, wrong = "read " + _digits(predicted[: step + 1]) + " ...", False
         else:
             text, wrong = "read " + _digits(predicted[: step + 1]) + " _" * (steps - step - 1), False
         left.set_title(text, fontsize=12, color=MISTAKE_COLOUR if wrong else "black")
@@ -271,8 +289,8 @@ def glimpse_gif(model, image, path, label=None, frame_ms=900, last_frame_ms=2500
         for spine in right.spines.values():
             spine.set_edgecolor(step_colour(step))
             spine.set_linewidth(4)
-        right.set_title(f"step {step + 1} of {steps}: glimpse reads {_digits(reads[step])}",
-                        fontsize=12, color=step_colour(step))
+        what = "the string ends" if step == stop else f"glimpse reads {_digits(reads[step])}"
+        right.set_title(f"step {step + 1} of {steps}: {what}", fontsize=12, color=step_colour(step))
         figure.subplots_adjust(left=0.03, right=0.97, bottom=0.04, top=0.86, wspace=0.12)
         figure.canvas.draw()
         frames.append(Image.fromarray(np.asarray(figure.canvas.buffer_rgba())).convert("RGB"))

@@ -41,6 +41,7 @@ def _select(args, model, images, labels):
     import numpy as np
 
     from lstm_stn_tf.evaluation import predict_probabilities
+    from lstm_stn_tf.strings import read_labels
 
     if args.start >= len(images):
         raise UserError(f"--start {args.start}: the {args.split} split has only {len(images)} images.")
@@ -51,7 +52,7 @@ def _select(args, model, images, labels):
     found = []
     for begin in range(args.start, len(images), MISTAKE_SEARCH_CHUNK):
         chunk = slice(begin, begin + MISTAKE_SEARCH_CHUNK)
-        wrong = np.any(np.argmax(predict_probabilities(model, images[chunk]), -1) != labels[chunk], axis=1)
+        wrong = np.any(read_labels(predict_probabilities(model, images[chunk])) != labels[chunk], axis=1)
         found.extend(begin + np.flatnonzero(wrong))
         if len(found) >= args.n:
             return np.array(found[: args.n])

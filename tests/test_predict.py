@@ -8,7 +8,8 @@ import pytest
 from PIL import Image
 
 from lstm_stn_tf import Predictor, UserError, _quiet_import, build_model, cli, exporting, paths
-from lstm_stn_tf.predictor import read_images
+from lstm_stn_tf.predictor import light_background, read_images
+from lstm_stn_tf.strings import decode_strings, label_string
 
 CANVAS, N_DIGITS = 60, 2
 
@@ -29,7 +30,25 @@ def models(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def images():
-    return np.random.default_rng(1).integers(0, 256, (5, CANVAS, CANVAS), dtype=np.uint8)
+    # Noise, on the dark side as the models' images are (a light image would be inverted).
+    return np.random.default_rng(1).integers(0, 128, (5, CANVAS, CANVAS), dtype=np.uint8)
+
+
+@pytest.fixture(scope="module")
+def strings_models(tmp_path_factory):
+    """A small model that reads strings of up to 3 digits, as .keras, SavedModel and .tflite."""
+    folder = tmp_path_factory.mktemp("strings_models")
+    model = build_model("lstm_stn", image_size=(CANVAS, 2 * CANVAS), n_digits=3, variable_length=True,
+                        glimpse_size=(20, 20), units=16, localisation_filters=4, classifier_filters=8,
+                        classifier_units=16)
+    rng = np.random.default_rng(3)
+    # Moving glimpses, and an end head that ends strings after different steps in different images.
+    for weight, scale in ((model.get_layer("localizer").transform_kernel, 0.1), (model.get_layer("end").kernel, 3.0)):
+        weight.assign(rng.normal(0, scale, weight.shape).astype("float32"))
+    model.save(folder / "model.keras")
+    exporting.write_saved_model(model, folder / "saved_model")
+    (folder / "model.tflite").write_bytes(exporting.convert_float(folder / "saved_model"))
+    return {"keras": folder / "model.keras", "saved_model": folder / "saved_model", "tflite": folder / "model.tflite"}
 
 
 def test_every_format_reads_the_same_digits(models, images):
@@ -112,7 +131,8 @@ def test_a_transparent_margin_reads_as_black(tmp_path):
     np.testing.assert_allclose(images[0, ..., 0], np.where(opaque > 0, grey / 255, 0), atol=1e-6)
 
 
-def test_integer_pixels_are_scaled_and_other_values_refused(models, images, tmp_path):
+def test_integer_pixels_are_scaled_and_other_values_refused(models, tmp_path):
+    images = np.random.default_rng(1).integers(0, 256, (5, CANVAS, CANVAS), dtype=np.uint8)  # the full range
     predictor = Predictor(models["tflite"])
     _, from_uint8, _ = predictor.predict(images)
     for dtype in (np.int64, np.uint16, np.int16):
@@ -263,3 +283,54 @@ def test_start_up_output_is_dropped_unless_the_import_fails(capfd):
     assert capfd.readouterr().err == "why it failed\n"
     os.write(2, b"after\n")
     assert capfd.readouterr().err == "after\n"
+
+
+def test_every_format_reads_the_same_strings(strings_models):
+    images = np.random.default_rng(4).integers(0, 128, (64, CANVAS, 2 * CANVAS), dtype=np.uint8)
+    reference = Predictor(strings_models["keras"])
+    digits, probabilities, _ = reference.predict(images)
+    assert probabilities.shape == (64, 4, 11) and digits.shape == (64, 3)
+    expected = decode_strings(probabilities)
+    np.testing.assert_array_equal(digits, expected)
+    strings = reference.read(images)
+    assert strings == [label_string(row) for row in expected]
+    assert len(set(map(len, strings))) > 1, "the test model should read strings of several lengths"
+    for name in ("saved_model", "tflite"):
+        assert Predictor(strings_models[name]).read(images) == strings, name
+
+
+def test_predict_json_gives_the_string_read(strings_models, tmp_path, capsys):
+    image = np.random.default_rng(5).integers(0, 128, (CANVAS, 2 * CANVAS), dtype=np.uint8)
+    Image.fromarray(image).save(tmp_path / "string.png")
+    assert cli.main(["predict", str(tmp_path / "string.png"), "--model", str(strings_models["tflite"]), "--json"]) == 0
+    [result] = json.loads(capsys.readouterr().out)
+    digits, probabilities, _ = Predictor(strings_models["tflite"]).predict(image[None])
+    string = label_string(digits[0])
+    assert result["string"] == string and result["digits"] == [int(d) for d in string]
+    assert result["confidence"] == [round(float(probabilities[0, step, int(d)]), 4) for step, d in enumerate(string)]
+
+
+def test_dark_digits_on_light_paper_are_inverted(models, images, tmp_path, capsys):
+    Image.fromarray(255 - images[0]).save(tmp_path / "paper.png")  # as photographed: dark ink, light paper
+    file = str(tmp_path / "paper.png")
+    digits = {background: Predictor(models["tflite"]).predict(pixels[None])[0][0]
+              for background, pixels in (("dark", 255 - images[0]), ("auto", images[0]))}
+    assert cli.main(["predict", file, "--model", str(models["tflite"])]) == 0
+    out, err = capsys.readouterr()
+    assert out == f"{file}: {''.join(map(str, digits['auto']))}\n"
+    assert err == f"lstm-stn: warning: {file}: dark digits on a light background inverted to light on dark.\n"
+    assert cli.main(["predict", file, "--model", str(models["tflite"]), "--background", "dark"]) == 0
+    out, err = capsys.readouterr()
+    assert out == f"{file}: {''.join(map(str, digits['dark']))}\n" and err == ""
+    _, forced, note = read_images(tmp_path / "paper.png", (CANVAS, CANVAS), background="light")
+    np.testing.assert_allclose(forced[0, ..., 0], images[0] / 255, atol=1e-6)
+    assert note == "dark digits on a light background inverted to light on dark (--background light)"
+
+
+def test_a_light_background_is_told_by_the_frame_not_the_ink():
+    paper = np.ones((50, 90), np.float32)
+    paper[10:40, 20:70] = 0  # a large dark digit in the middle of the paper
+    assert light_background(paper)
+    assert not light_background(1 - paper)
+    with pytest.raises(UserError, match="background='grey': expected one of auto, dark, light"):
+        read_images("any.png", (CANVAS, CANVAS), background="grey")

@@ -179,3 +179,20 @@ def test_visualize_refuses_bad_arguments(tiny_model_file, arguments, message, ca
 def test_visualize_refuses_a_missing_model(tmp_path, capsys):
     assert cli.main(["visualize", str(tmp_path)]) == 2
     assert "no best.keras" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("end_bias, digits_read", [(10.0, 0), (-10.0, N_DIGITS)], ids=["ends-at-once", "reads-all"])
+def test_a_strings_model_is_drawn_up_to_the_step_that_ended_it(tmp_path, end_bias, digits_read):
+    model = build_model("lstm_stn", image_size=(CANVAS, 2 * CANVAS), n_digits=N_DIGITS, variable_length=True,
+                        glimpse_size=(20, 20), units=16)
+    end = model.get_layer("end")
+    end.kernel.assign(np.zeros(end.kernel.shape, "float32"))
+    end.bias.assign(np.full(end.bias.shape, end_bias, "float32"))
+    images = np.random.default_rng(0).integers(0, 128, (2, CANVAS, 2 * CANVAS), dtype=np.uint8)
+    probabilities = visualize.attention_outputs(model, images)["probabilities"]
+    assert [visualize.steps_taken(p, N_DIGITS + 1) for p in probabilities] == [digits_read + 1] * 2
+    labels = np.full((2, N_DIGITS), 10)
+    mistakes = visualize.attention_figure(model, images, labels, tmp_path / "grid.png", dpi=40)
+    assert mistakes == (2 if digits_read else 0)  # the true strings are empty
+    visualize.glimpse_gif(model, images[0], tmp_path / "read.gif", dpi=40)
+    assert Image.open(tmp_path / "read.gif").n_frames == digits_read + 1  # one frame per step taken
