@@ -3,6 +3,7 @@ well it does, and what it cannot do. Every number comes from the run's
 `metrics.json` and `config.json` and the export's report."""
 
 import lstm_stn_tf
+from lstm_stn_tf.data import ClutterSpec
 from lstm_stn_tf.reproduce import PUBLISHED, variant
 
 DESCRIPTIONS = {
@@ -22,6 +23,14 @@ STOPPED = {
     "time_limit": "stopped by its time limit ({time_limit:g} min of training)",
     "nan": "stopped by a NaN loss",
     "epochs": "ran all its epochs",
+}
+
+
+# The test errors a card tables: of the digits of a fixed-length model, or of the strings a strings model reads.
+ERROR_COLUMNS = {
+    False: (("single_digit_error", "single-digit error"), ("sequence_error", "sequence error")),
+    True: (("string_error", "string error"), ("character_error_rate", "character error rate"),
+           ("length_accuracy", "length accuracy")),
 }
 
 
@@ -68,6 +77,18 @@ def model_card(name, metrics, config, report, shipped=True):
         shipped: whether the folder is a shipped model, loaded by name.
     """
     spec = config["spec"]
+    clutter = ClutterSpec(**spec)
+    strings = clutter.variable_length
+    height, width = clutter.image_size
+    columns = ERROR_COLUMNS[strings]
+    lengths = f"{clutter.min_digits} to {spec['n_digits']}" if strings else spec["n_digits"]
+    reads = (f"a string of {clutter.min_digits} to {clutter.n_digits} handwritten digits, left to right, and stops "
+             f"after the last (an end class, 10, after step n)" if strings
+             else f"the {spec['n_digits']} handwritten digits, left to right")
+    outputs = (f"per-step probabilities `(N, {spec['n_digits'] + 1}, 11)` (class 10: the string has ended); the "
+               f"SavedModel and TFLite files also return `digits` `(N, {spec['n_digits']})`, the string read, then 10"
+               if strings else f"digit probabilities `(N, {spec['n_digits']}, 10)`; the SavedModel and TFLite files "
+               f"also return `digits` `(N, {spec['n_digits']})`")
     machine = metrics["machine"]
     errors = report["test_error"]
     sizes = report["file_bytes"]
@@ -83,9 +104,8 @@ def model_card(name, metrics, config, report, shipped=True):
     lines = [
         f"# Model card: `{name}`",
         "",
-        f"{DESCRIPTIONS.get(config['model'], config['model'])} It reads the {spec['n_digits']} handwritten "
-        f"digits, left to right, in a {spec['canvas_size']} x {spec['canvas_size']} grey image of a cluttered "
-        "MNIST sequence.",
+        f"{DESCRIPTIONS.get(config['model'], config['model'])} It reads {reads}, in a {height} x {width} grey "
+        "image of a cluttered MNIST sequence.",
         "",
         "```python",
         "import lstm_stn_tf",
@@ -94,16 +114,15 @@ def model_card(name, metrics, config, report, shipped=True):
         "",
         "## Input and output",
         "",
-        f"- input `image`: float32 `(N, {spec['canvas_size']}, {spec['canvas_size']}, 1)`, pixels in [0, 1], "
+        f"- input `image`: float32 `(N, {height}, {width}, 1)`, pixels in [0, 1], "
         "white digits on a black background (MNIST's polarity)",
-        f"- outputs: digit probabilities `(N, {spec['n_digits']}, 10)`; the SavedModel and TFLite files also "
-        f"return `digits` `(N, {spec['n_digits']})`"
+        f"- outputs: {outputs}"
         + (" and the attention `transforms` `(N, steps, 2, 3)`" if has_transforms else ""),
         "",
         "## Data and training",
         "",
-        f"- data: the project's protocol (`shared/protocol.md`): MNIST digits (train: first 50,000 of the "
-        f"official training set; test: the official 10,000), {spec['n_digits']} per image with "
+        f"- data: the project's {'digit strings benchmark' if strings else 'protocol'} (`shared/protocol.md`): MNIST digits (train: first 50,000 of the "
+        f"official training set; test: the official 10,000), {lengths} per image with "
         f"{spec['n_clutter']} clutter patches of {spec['clutter_size']} x {spec['clutter_size']}; "
         f"{config['train_size']:,} generated training images"
         + (", drawn anew every epoch" if config.get("fresh_clutter") else "")
@@ -119,15 +138,13 @@ def model_card(name, metrics, config, report, shipped=True):
         "",
         "## Test errors",
         "",
-        "| format | test images | single-digit error | sequence error |",
-        "| --- | --- | --- | --- |",
-        f"| Keras, {config['precision']} as trained (`metrics.json`) | {metrics['n_images']:,} "
-        f"| {_percent(metrics['single_digit_error'])} "
-        f"| {_percent(metrics['sequence_error'])} |",
+        "| format | test images | " + " | ".join(label for _, label in columns) + " |",
+        "| --- | --- | " + " | ".join("---" for _ in columns) + " |",
+        f"| Keras, {config['precision']} as trained (`metrics.json`) | {metrics['n_images']:,} | "
+        + " | ".join(_percent(metrics[key]) for key, _ in columns) + " |",
     ]
     for key, label in (("tflite_fp32", "TFLite float32 (`model.tflite`)"), ("tflite_int8", "TFLite int8 (`model_int8.tflite`)")):
-        lines.append(f"| {label} | {errors['n_images']:,} | {_percent(errors[key]['single_digit_error'])} "
-                     f"| {_percent(errors[key]['sequence_error'])} |")
+        lines.append(f"| {label} | {errors['n_images']:,} | " + " | ".join(_percent(errors[key][name]) for name, _ in columns) + " |")
     lines += [
         "",
         *(["`model.keras` and the TFLite files compute in float32 with the trained weights.", ""]
@@ -146,12 +163,17 @@ def model_card(name, metrics, config, report, shipped=True):
         "",
         "## What it cannot do",
         "",
-        f"- It knows only this synthetic task: exactly {spec['n_digits']} MNIST-style digits, roughly on a line, "
-        "left to right, each about 28 pixels tall. It always answers with "
-        f"{spec['n_digits']} digits, whatever the image holds.",
-        "- Real photographs (house numbers, receipts, forms), printed digits, other digit counts, other sizes "
-        "(`lstm-stn predict` letterboxes them, which shrinks the digits) and dark digits on a light background "
-        "(invert them first) are outside what it was trained on; expect it to fail there without a warning.",
+        (f"- It knows only this synthetic task: {clutter.min_digits} to {spec['n_digits']} MNIST-style digits on "
+         "one row, left to right, each about 28 pixels tall. It reads at most "
+         f"{spec['n_digits']} digits and at least none; longer strings, several rows or empty images were never seen."
+         if strings else
+         f"- It knows only this synthetic task: exactly {spec['n_digits']} MNIST-style digits, roughly on a line, "
+         "left to right, each about 28 pixels tall. It always answers with "
+         f"{spec['n_digits']} digits, whatever the image holds."),
+        "- Real photographs (house numbers, receipts, forms), printed digits, other digit counts and other sizes "
+        "(`lstm-stn predict` letterboxes them, which shrinks the digits) are outside what it was trained on; expect "
+        "it to fail there without a warning. Dark digits on a light background are inverted by `lstm-stn predict` "
+        "(`--background`); the model itself reads light on dark only.",
         "- Its probabilities are not calibrated for inputs unlike the training data.",
         "",
         f"Made by lstm-stn-tf {lstm_stn_tf.__version__}.",

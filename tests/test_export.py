@@ -237,6 +237,17 @@ def test_model_card_names_the_options_beyond_the_protocol():
     assert "a 2-epoch linear warm-up, then a cosine decay to zero over the 20 epochs" in fast_card
     assert "changes from the protocol: recipe fast;" in fast_card
 
+    from lstm_stn_tf.data import STRINGS_SPEC
+
+    strings = dataclasses.asdict(TrainConfig.from_recipe("fast", spec=STRINGS_SPEC.key(), precision="float32"))
+    string_errors = {"string_error": 0.12, "character_error_rate": 0.04, "length_accuracy": 0.97}
+    string_report = dict(report, test_error=dict(report["test_error"], tflite_fp32=string_errors, tflite_int8=string_errors))
+    card = model_card("lstm_stn_strings", dict(metrics, **string_errors), strings, string_report)
+    assert "reads a string of 1 to 5 handwritten digits" in card and "in a 100 x 180 grey image" in card
+    assert "| format | test images | string error | character error rate | length accuracy |" in card
+    assert "| TFLite int8 (`model_int8.tflite`) | 10,000 | 12.00 % | 4.00 % | 97.00 % |" in card
+    assert "`(N, 6, 11)` (class 10: the string has ended)" in card and "1 to 5 per image" in card
+
 
 def test_an_earlier_export_with_the_users_files_in_it_is_left_alone(exported, tmp_path, capsys):
     out = tmp_path / "export"
