@@ -440,3 +440,16 @@ def test_a_killed_runs_temporary_files_are_removed(tmp_path):
         path.write_text("")
     train(None, run_dir, resume=True)
     assert [path.exists() for path in stale + kept] == [False, False, True, True]
+
+
+def test_a_recipes_model_options_reach_only_the_models_that_take_them():
+    from lstm_stn_tf.errors import UserError
+
+    assert TrainConfig.from_recipe("fast", model="lstm_stn").model_options == {"cell_init": "lasagne"}
+    assert TrainConfig.from_recipe("fast", model="cnn").model_options == {}
+    small = dict(spec={"n_digits": 2, "canvas_size": 60}, model_options={"classifier_filters": 4})
+    TrainConfig.from_recipe("fast", model="cnn", **small).build_model()
+    # An option the caller names is passed as given, and a model that does not take it says so.
+    refused = TrainConfig.from_recipe("fast", model="cnn", model_options={"cell_init": "lasagne"})
+    with pytest.raises(UserError, match=r"model 'cnn' does not take cell_init; it accepts image_size, "):
+        refused.build_model()
