@@ -110,6 +110,8 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "train_size", "valid_size", "test_size", "patience", "steps_per_execution"):
             _check_number(name, getattr(self, name), integer=True)
         _check_number("warmup_epochs", self.warmup_epochs, integer=True, minimum=0)
+        for name in ("seed", "data_seed"):  # numpy's and Keras's generators take no negative seed
+            _check_number(name, getattr(self, name), integer=True, minimum=0)
         _check_number("learning_rate", self.learning_rate)
         for name in ("clip_value", "clip_global_norm", "time_limit_minutes"):  # None: off
             if getattr(self, name) is not None:

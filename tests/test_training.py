@@ -86,6 +86,8 @@ def test_label_smoothing_loss_matches_the_one_hot_formula():
         (dict(fresh_clutter="yes"), "fresh_clutter='yes': expected true or false"),
         (dict(clip_value=0), "clip_value=0: expected a positive number."),
         (dict(clip_global_norm="5"), "clip_global_norm='5': expected a positive number."),
+        (dict(seed=-1), "seed=-1: expected an integer >= 0."),
+        (dict(data_seed=1.5), "data_seed=1.5: expected an integer >= 0."),
     ],
 )
 def test_bad_recipe_options_are_refused(options, message):
