@@ -8,6 +8,7 @@ from ai_edge_litert.interpreter import Interpreter
 
 from lstm_stn_tf import build_model, cli, exporting
 from lstm_stn_tf.evaluation import model_split
+from lstm_stn_tf.strings import decode_strings
 
 CANVAS, N_DIGITS = 60, 2
 SIGNATURE = "serving_default"
@@ -278,3 +279,26 @@ def test_an_unwritable_out_is_one_message(exported, tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"cannot write {tmp_path / 'notes.txt' / 'out'}: {tmp_path / 'notes.txt'} is a file, not a folder" in err
     assert "Traceback" not in err
+
+
+def test_a_strings_model_exports_with_its_string_errors(tmp_path, capsys):
+    from lstm_stn_tf import Predictor
+
+    model = build_model("lstm_stn", image_size=(CANVAS, 2 * CANVAS), n_digits=N_DIGITS, variable_length=True,
+                        glimpse_size=(20, 20), localisation_filters=4, classifier_filters=8, classifier_units=16,
+                        units=16)
+    kernel = model.get_layer("localizer").transform_kernel
+    kernel.assign(np.random.default_rng(0).normal(0, 0.1, kernel.shape).astype("float32"))
+    model.save(tmp_path / "strings.keras")
+    out = tmp_path / "strings-export"
+    assert cli.main(["export", str(tmp_path / "strings.keras"), "--out", str(out), "--eval-size", "20"]) == 0
+    assert "test errors on 20 images (string error / character error rate / length accuracy)" in capsys.readouterr().out
+    report = json.loads((out / "export.json").read_text())
+    for key in ("tflite_fp32", "tflite_int8"):
+        assert set(report["test_error"][key]) == {"string_error", "character_error_rate", "length_accuracy"}
+    assert report["parity_max_abs_diff"]["tflite_fp32_vs_keras"]["probabilities"] < 1e-4
+    images, _ = model_split(tmp_path / "strings.keras", model, "test", 20)
+    for file in ("model.tflite", "model_int8.tflite"):  # the digits served are the string read, then the end class
+        digits, probabilities, _ = Predictor(out / file).predict(images)
+        assert probabilities.shape == (20, N_DIGITS + 1, 11)
+        np.testing.assert_array_equal(digits, decode_strings(probabilities))
