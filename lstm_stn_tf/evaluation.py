@@ -10,7 +10,7 @@ import numpy as np
 from lstm_stn_tf.data import make_input
 from lstm_stn_tf.errors import UserError
 from lstm_stn_tf.paths import atomic_path, model_source, shipped_model
-from lstm_stn_tf.strings import END_CLASS, string_attention_metrics, string_metrics
+from lstm_stn_tf.strings import has_end_class, string_attention_metrics, string_metrics
 
 
 def load_model(path):
@@ -41,7 +41,7 @@ def load_pretrained(name="lstm_stn"):
 
 def reads_strings(model):
     """Whether `model` reads digit strings: per-step probabilities over the digits and the end class."""
-    return model.output.shape[-1] == END_CLASS + 1
+    return has_end_class(model.output)
 
 
 def _model_reading(model):

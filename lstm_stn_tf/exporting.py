@@ -35,7 +35,7 @@ from lstm_stn_tf.model_card import model_card
 from lstm_stn_tf.models import attention_model
 from lstm_stn_tf.paths import atomic_directory, model_source, shipped_models_dir
 from lstm_stn_tf.predictor import SIGNATURE, Predictor
-from lstm_stn_tf.strings import END_CLASS, read_strings, string_metrics
+from lstm_stn_tf.strings import read_strings, has_end_class, string_metrics
 
 DIGIT_ERRORS = ("single_digit_error", "sequence_error")  # the TFLite test errors export.json gives
 STRING_ERRORS = ("string_error", "character_error_rate", "length_accuracy")  # ... for a strings model
@@ -54,7 +54,7 @@ def write_saved_model(model, path):
         # Glimpses are for pictures, not serving: they would multiply the output size.
         served = {name: outputs[name] for name in ("probabilities", "transforms") if name in outputs}
         probabilities = outputs["probabilities"]
-        if probabilities.shape[-1] == END_CLASS + 1:  # a string: its digits up to the end, then END_CLASS
+        if has_end_class(probabilities):  # a string: its digits up to the end, then END_CLASS
             served["digits"] = read_strings(probabilities, argmax=tf.argmax)
         else:
             served["digits"] = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
@@ -172,7 +172,7 @@ def compare_formats(folder, images, labels, parity_size=PARITY_SIZE):
         parity[f"{key}_vs_keras"] = _max_differences(predictor.predict(images[:parity_size]), reference)
         if key.startswith("tflite"):
             probabilities = predictor.predict(images)[1]
-            strings = probabilities.shape[-1] == END_CLASS + 1
+            strings = has_end_class(probabilities)
             metrics = (string_metrics if strings else error_metrics)(probabilities, labels)
             errors[key] = {name: metrics[name] for name in (STRING_ERRORS if strings else DIGIT_ERRORS)}
     return parity, errors

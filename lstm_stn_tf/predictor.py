@@ -152,7 +152,6 @@ class Predictor:
         outputs = {name: np.concatenate([chunk[name] for chunk in chunks]) for name in chunks[0]}
         return outputs["digits"], outputs["probabilities"], outputs.get("transforms")
 
-
     def read(self, images, batch_size=BATCH_SIZE):
         """The digits each image shows, as strings (`"407"`); images as for `predict`."""
         return [label_string(row) for row in self.predict(images, batch_size)[0]]

@@ -21,6 +21,13 @@ def string_lengths(labels):
     return np.sum(np.asarray(labels) != END_CLASS, axis=-1)
 
 
+def has_end_class(probabilities):
+    """Whether per-step probabilities (an array, tensor or shape) are a strings
+    model's: over the 10 digits and the end class, not the digits alone."""
+    shape = getattr(probabilities, "shape", probabilities)
+    return shape[-1] == END_CLASS + 1
+
+
 def string_ends(probabilities):
     """Whether each step ends its string (`keras.ops`, for tensors): the end
     class is more probable than all the digits together (more than 1/2). Not
@@ -68,7 +75,7 @@ def read_labels(probabilities):
     model's `(images, N + 1, 11)` by `decode_strings` (END_CLASS after the
     string), a fixed-length model's `(images, N, 10)` by the most probable digit."""
     probabilities = np.asarray(probabilities)
-    if probabilities.shape[-1] == END_CLASS + 1:
+    if has_end_class(probabilities):
         return decode_strings(probabilities)
     return np.argmax(probabilities, axis=-1).astype(np.int32)
 

@@ -25,7 +25,7 @@ from matplotlib.ticker import LogFormatter
 
 from lstm_stn_tf.errors import UserError
 from lstm_stn_tf.paths import atomic_path
-from lstm_stn_tf.strings import END_CLASS, read_labels
+from lstm_stn_tf.strings import label_string, read_labels, has_end_class
 
 # Matplotlib's tab10 without red and grey: red marks mistakes.
 STEP_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#17becf", "#e377c2", "#bcbd22", "#8c564b")
@@ -105,17 +105,11 @@ def _save(figure, path):
     return pathlib.Path(path)
 
 
-def _digits(values):
-    """Labels as text; a string's end class is not a digit."""
-    return "".join(str(int(v)) for v in values if v != END_CLASS)
-
-
-def steps_taken(probabilities, steps):
-    """The steps a model took on one image: all of them, or for a model that
-    reads strings (11 classes) its digits and the step that ended the string."""
-    if np.shape(probabilities)[-1] != END_CLASS + 1:
-        return steps
-    return min(len(_digits(read_labels(np.asarray(probabilities)[None])[0])) + 1, steps)
+def steps_taken(labels, steps):
+    """The steps a model took on one image, from the labels it read (`read_labels`):
+    one per digit and the step that ended the string, at most its `steps` (all of
+    them for a fixed-length model, whose digits fill them)."""
+    return min(len(label_string(labels)) + 1, steps)
 
 
 def _show_image(ax, image, vmax):
@@ -166,7 +160,7 @@ def _draw_glimpse(ax, glimpse, step, predicted, wrong):
     )
 
 
-def _step_digits(digits, steps):
+def _steplabel_string(digits, steps):
     """The digits each step reads: one each, or all of them from a single glimpse (cnn_stn)."""
     return [digits] if steps == 1 else [digits[step : step + 1] for step in range(steps)]
 
@@ -174,9 +168,9 @@ def _step_digits(digits, steps):
 def _reading_title(predicted, label):
     """'read 123  (true 124)' and whether it is a mistake."""
     if label is None:
-        return f"read {_digits(predicted)}", False
+        return f"read {label_string(predicted)}", False
     wrong = bool(np.any(predicted != label))
-    return f"read {_digits(predicted)}  (true {_digits(label)})", wrong
+    return f"read {label_string(predicted)}  (true {label_string(label)})", wrong
 
 
 def attention_figure(model, images, labels, path, columns=4, title=None, dpi=100):
@@ -210,7 +204,7 @@ def attention_figure(model, images, labels, path, columns=4, title=None, dpi=100
     outputs = attention_outputs(model, images)
     predicted = read_labels(outputs["probabilities"])
     steps = outputs["transforms"].shape[1]
-    strings = outputs["probabilities"].shape[-1] == END_CLASS + 1
+    strings = has_end_class(outputs["probabilities"])
     columns = min(columns, len(images))
     rows = math.ceil(len(images) / columns)
     size = (columns * PANEL_INCHES[0], rows * PANEL_INCHES[1] + TITLE_INCHES)
@@ -227,19 +221,19 @@ def attention_figure(model, images, labels, path, columns=4, title=None, dpi=100
         )
         ax = figure.add_subplot(panel[:, 0])
         _show_image(ax, image, vmax=255)
-        taken = steps_taken(outputs["probabilities"][index], steps)
+        taken = steps_taken(predicted[index], steps)
         stop = taken - 1 if strings else None
         draw_boxes(ax, outputs["transforms"][index, :taken], image.shape, stop=stop)
         text, wrong = _reading_title(predicted[index], label)
         mistakes += wrong
         ax.set_title(text, fontsize=9, color=MISTAKE_COLOUR if wrong else "black",
                      fontweight="bold" if wrong else "normal")
-        reads = _step_digits(predicted[index], steps)
-        truths = [None] * steps if label is None else _step_digits(label, steps)
+        reads = _steplabel_string(predicted[index], steps)
+        truths = [None] * steps if label is None else _steplabel_string(label, steps)
         for step, (digits, truth) in enumerate(zip(reads[:taken], truths)):
             _draw_glimpse(
                 figure.add_subplot(panel[step, 1]), outputs["glimpses"][index, step, ..., 0],
-                step, "end" if step == stop else _digits(digits), truth is not None and bool(np.any(digits != truth)),
+                step, "end" if step == stop else label_string(digits), truth is not None and bool(np.any(digits != truth)),
             )
     figure.suptitle(title or f"{len(images)} images, {mistakes} misread", fontsize=11,
                     y=1 - 0.15 * TITLE_INCHES / size[1], va="top")
@@ -269,9 +263,9 @@ def glimpse_gif(model, image, path, label=None, frame_ms=900, last_frame_ms=2500
     outputs = attention_outputs(model, image[None])
     transforms, glimpses = outputs["transforms"][0], outputs["glimpses"][0, ..., 0]
     predicted = read_labels(outputs["probabilities"])[0]
-    steps = steps_taken(outputs["probabilities"][0], len(transforms))
-    stop = steps - 1 if outputs["probabilities"].shape[-1] == END_CLASS + 1 else None
-    reads = _step_digits(predicted, len(transforms))
+    steps = steps_taken(predicted, len(transforms))
+    stop = steps - 1 if has_end_class(outputs["probabilities"]) else None
+    reads = _steplabel_string(predicted, len(transforms))
     frames = []
     for step in range(steps):
         figure = _new_figure((6.5, 3.5), dpi)
@@ -281,15 +275,15 @@ def glimpse_gif(model, image, path, label=None, frame_ms=900, last_frame_ms=2500
         if step == steps - 1:
             text, wrong = _reading_title(predicted, label)
         elif stop is not None:  # a string's length is known only when it ends
-            text, wrong = "read " + _digits(predicted[: step + 1]) + " ...", False
+            text, wrong = "read " + label_string(predicted[: step + 1]) + " ...", False
         else:
-            text, wrong = "read " + _digits(predicted[: step + 1]) + " _" * (steps - step - 1), False
+            text, wrong = "read " + label_string(predicted[: step + 1]) + " _" * (steps - step - 1), False
         left.set_title(text, fontsize=12, color=MISTAKE_COLOUR if wrong else "black")
         _show_image(right, glimpses[step], vmax=1.0)
         for spine in right.spines.values():
             spine.set_edgecolor(step_colour(step))
             spine.set_linewidth(4)
-        what = "the string ends" if step == stop else f"glimpse reads {_digits(reads[step])}"
+        what = "the string ends" if step == stop else f"glimpse reads {label_string(reads[step])}"
         right.set_title(f"step {step + 1} of {steps}: {what}", fontsize=12, color=step_colour(step))
         figure.subplots_adjust(left=0.03, right=0.97, bottom=0.04, top=0.86, wspace=0.12)
         figure.canvas.draw()

@@ -9,6 +9,7 @@ from PIL import Image
 
 from lstm_stn_tf import UserError, build_model, cli, visualize
 from lstm_stn_tf.layers import AffineGridGenerator
+from lstm_stn_tf.strings import read_labels
 
 CANVAS, N_DIGITS = 60, 2
 # Zoom to half size on the right half, a little above the centre.
@@ -190,7 +191,7 @@ def test_a_strings_model_is_drawn_up_to_the_step_that_ended_it(tmp_path, end_bia
     end.bias.assign(np.full(end.bias.shape, end_bias, "float32"))
     images = np.random.default_rng(0).integers(0, 128, (2, CANVAS, 2 * CANVAS), dtype=np.uint8)
     probabilities = visualize.attention_outputs(model, images)["probabilities"]
-    assert [visualize.steps_taken(p, N_DIGITS + 1) for p in probabilities] == [digits_read + 1] * 2
+    assert [visualize.steps_taken(row, N_DIGITS + 1) for row in read_labels(probabilities)] == [digits_read + 1] * 2
     labels = np.full((2, N_DIGITS), 10)
     mistakes = visualize.attention_figure(model, images, labels, tmp_path / "grid.png", dpi=40)
     assert mistakes == (2 if digits_read else 0)  # the true strings are empty
