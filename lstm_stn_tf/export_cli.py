@@ -13,14 +13,18 @@ DEFAULT_MODEL = "lstm_stn"
 def add_commands(subparsers):
     export = subparsers.add_parser(
         "export", help="SavedModel, TFLite float32 and int8 files for serving",
-        description="Writes OUT/model.keras, OUT/saved_model/, OUT/model.tflite (float32, builtin ops), "
-        "OUT/model_int8.tflite (int8, calibrated on train images) and OUT/export.json (sizes, "
+        description="Writes OUT/model.keras, OUT/saved_model/1/ (a SavedModel in TF Serving's layout: "
+        "OUT/saved_model is the model's base path), OUT/model.tflite (float32, builtin ops), "
+        "OUT/model_int8.tflite (int8, calibrated on train images), OUT/model_web.tflite (float32, batch 1, "
+        "for LiteRT.js and `lstm-stn web`), with --onnx OUT/model.onnx, and OUT/export.json (sizes, "
         "parity with Keras, test errors). Each takes `image` and returns `digits`, `probabilities` "
         "and `transforms` by name.",
     )
     export.add_argument("model", help="a .keras file, a run directory or a shipped model's name")
     export.add_argument("--out", required=True, metavar="DIR", help="the export folder (an earlier export there is replaced)")
     export.add_argument("--eval-size", type=int, help="test images for the errors of the TFLite models (default: all 10,000)")
+    export.add_argument("--onnx", action="store_true",
+                        help="also write OUT/model.onnx from the SavedModel with tf2onnx (pip install 'lstm-stn-tf[onnx]')")
     _add_data_arguments(export, judged_model=True)
     export.set_defaults(handler=cmd_export)
 
@@ -37,7 +41,7 @@ def add_commands(subparsers):
                          "floats in [0, 1]")
     predict.add_argument("--model", default=DEFAULT_MODEL, metavar="NAME_OR_PATH",
                          help=f"a shipped model's name, .keras file, run directory, export folder, SavedModel "
-                         f"folder or .tflite file (default {DEFAULT_MODEL})")
+                         f"folder (or TF Serving base path), .tflite or .onnx file (default {DEFAULT_MODEL})")
     predict.add_argument("--background", choices=BACKGROUNDS, default="auto",
                          help="auto (the default): invert an image whose border is mostly light, i.e. dark digits on "
                          "paper; light: invert every image; dark: invert none (the models read light on dark)")
@@ -53,7 +57,7 @@ def cmd_export(args):
     if args.eval_size is not None and args.eval_size < 1:
         raise UserError(f"--eval-size {args.eval_size}: expected at least one image.")
     report = exporting.export(args.model, args.out, args.eval_size, data_seed=args.data_seed,
-                              mnist_path=args.mnist, command=_command_line())
+                              mnist_path=args.mnist, command=_command_line(), onnx=args.onnx)
     print(exporting.format_report(report, args.out))
 
 

@@ -2,10 +2,13 @@
 
     lstm-stn export runs/lstm_stn-seed0-... --out export/lstm_stn
 
-The folder holds `model.keras` (weights, no optimizer state), `saved_model/`,
-`model.tflite`, `model_int8.tflite` and `export.json` (file sizes, parity with
-Keras, test errors); exported from a finished run directory, also the run's
-`metrics.json` and `config.json` and a `MODEL_CARD.md`. Every format has one signature, `serving_default`:
+The folder holds `model.keras` (weights, no optimizer state), `saved_model/1/`
+(a SavedModel in TF Serving's versioned layout: `saved_model/` is the model's
+base path), `model.tflite`, `model_int8.tflite`, `model_web.tflite` (float32,
+batch 1: LiteRT.js takes static shapes only), with `onnx=True` also
+`model.onnx`, and `export.json` (file sizes, parity with Keras, test errors);
+exported from a finished run directory, also the run's `metrics.json` and
+`config.json` and a `MODEL_CARD.md`. Every format has one signature, `serving_default`:
 `image` float32 `(batch, H, W, 1)` in [0, 1] -> `digits` int32
 `(batch, n_digits)`, `probabilities` `(batch, n_digits, 10)` and, for models
 with a transformer, `transforms` `(batch, steps, 2, 3)`. A model that reads
@@ -20,6 +23,9 @@ import json
 import pathlib
 import re
 import shutil
+import subprocess
+import sys
+import tempfile
 import warnings
 
 import keras
@@ -41,12 +47,15 @@ DIGIT_ERRORS = ("single_digit_error", "sequence_error")  # the TFLite test error
 STRING_ERRORS = ("string_error", "character_error_rate", "length_accuracy")  # ... for a strings model
 CALIBRATION_SIZE = 300  # train images that set the int8 ranges
 PARITY_SIZE = 100  # test images on which the formats are compared with Keras
-FILES = ("model.keras", "saved_model", "model.tflite", "model_int8.tflite")
-EXPORT_FILES = FILES + ("export.json", "metrics.json", "config.json", "MODEL_CARD.md")  # all an export writes
+SAVED_MODEL = "saved_model/1"  # TF Serving's layout: a base path, then a folder per version
+FILES = ("model.keras", "saved_model", "model.tflite", "model_int8.tflite", "model_web.tflite")
+ONNX_FILE = "model.onnx"
+EXPORT_FILES = FILES + (ONNX_FILE, "export.json", "metrics.json", "config.json", "MODEL_CARD.md")  # all an export writes
 
 
-def write_saved_model(model, path):
-    """A SavedModel whose `serving_default` signature returns named outputs."""
+def write_saved_model(model, path, batch_size=None):
+    """A SavedModel whose `serving_default` signature returns named outputs,
+    for batches of any size, or of `batch_size` only."""
     attention = attention_model(model)
 
     def serve(image):
@@ -62,7 +71,7 @@ def write_saved_model(model, path):
 
     archive = keras.export.ExportArchive()
     archive.track(attention)
-    image = tf.TensorSpec((None,) + tuple(model.input.shape[1:]), tf.float32, name="image")
+    image = tf.TensorSpec((batch_size,) + tuple(model.input.shape[1:]), tf.float32, name="image")
     archive.add_endpoint(SIGNATURE, serve, input_signature=[image])
     archive.write_out(str(path), verbose=False)
 
@@ -77,6 +86,34 @@ def _converter(saved_model):
 def convert_float(saved_model):
     """The float32 TFLite flatbuffer of a SavedModel written by `write_saved_model`."""
     return _converter(saved_model).convert()
+
+
+def convert_web(model):
+    """The float32 TFLite flatbuffer of `model` for batches of one image.
+
+    LiteRT.js refuses a dynamic batch at run time; converted from a
+    dynamic-batch SavedModel with its input shape patched, the file reads
+    zero transforms. So the graph is traced at batch 1 from the start.
+    """
+    with tempfile.TemporaryDirectory() as folder:
+        write_saved_model(model, folder, batch_size=1)
+        return convert_float(folder)
+
+
+def convert_onnx(saved_model, out):
+    """Writes `out`, the ONNX model of a SavedModel written by `write_saved_model`,
+    with tf2onnx's own converter (dynamic batch kept; inputs and outputs keep their
+    signature names). tf2onnx's Keras path does not take Keras 3 models."""
+    try:
+        import onnxruntime  # noqa: F401 -- parity needs it too
+        import tf2onnx  # noqa: F401
+    except ImportError:
+        raise UserError("ONNX export needs tf2onnx and onnxruntime: pip install 'lstm-stn-tf[onnx]'.") from None
+    command = [sys.executable, "-m", "tf2onnx.convert", "--saved-model", str(saved_model),
+               "--signature_def", SIGNATURE, "--output", str(out)]
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode:
+        raise RuntimeError(f"tf2onnx failed on {saved_model}:\n{result.stderr[-4000:]}")
 
 
 def coordinate_scopes(model):
@@ -167,10 +204,14 @@ def compare_formats(folder, images, labels, parity_size=PARITY_SIZE):
     reference = Predictor(folder / "model.keras").predict(images[:parity_size])
     parity = {"n_images": int(min(parity_size, len(images)))}
     errors = {"n_images": int(len(images))}
-    for key, file in (("saved_model", "saved_model"), ("tflite_fp32", "model.tflite"), ("tflite_int8", "model_int8.tflite")):
+    formats = [("saved_model", "saved_model"), ("tflite_fp32", "model.tflite"), ("tflite_int8", "model_int8.tflite"),
+               ("tflite_web", "model_web.tflite"), ("onnx", ONNX_FILE)]
+    for key, file in formats:
+        if not (folder / file).exists():  # model.onnx is written only when asked for
+            continue
         predictor = Predictor(folder / file)
         parity[f"{key}_vs_keras"] = _max_differences(predictor.predict(images[:parity_size]), reference)
-        if key.startswith("tflite"):
+        if key in ("tflite_fp32", "tflite_int8"):  # the web file is the float graph at batch 1
             probabilities = predictor.predict(images)[1]
             strings = has_end_class(probabilities)
             metrics = (string_metrics if strings else error_metrics)(probabilities, labels)
@@ -196,7 +237,8 @@ def _check_out(out):
         )
 
 
-def export(source, out, eval_size=None, calibration_size=CALIBRATION_SIZE, data_seed=None, mnist_path=None, command=None):
+def export(source, out, eval_size=None, calibration_size=CALIBRATION_SIZE, data_seed=None, mnist_path=None, command=None,
+           onnx=False):
     """Writes the export folder `out` for the model `source`; returns its report.
 
     Args:
@@ -206,6 +248,7 @@ def export(source, out, eval_size=None, calibration_size=CALIBRATION_SIZE, data_
         calibration_size: train images that calibrate the int8 model.
         data_seed, mnist_path: the data, as for `lstm-stn evaluate` (None: the run's recorded seed, else 0).
         command: the command line, recorded in `export.json`.
+        onnx: also write `model.onnx` (needs the `onnx` extra).
     """
     out = pathlib.Path(out)
     _check_out(out)
@@ -215,17 +258,20 @@ def export(source, out, eval_size=None, calibration_size=CALIBRATION_SIZE, data_
     images, labels = model_split(path, model, "test", eval_size, data_seed, mnist_path)
     with atomic_directory(out) as folder:
         save_inference_model(model, folder / "model.keras")
-        write_saved_model(model, folder / "saved_model")
-        float_model = convert_float(folder / "saved_model")
+        write_saved_model(model, folder / SAVED_MODEL)
+        float_model = convert_float(folder / SAVED_MODEL)
         (folder / "model.tflite").write_bytes(float_model)
-        int8_model = convert_int8(folder / "saved_model", model, float_model, to_model_input(calibration))
+        int8_model = convert_int8(folder / SAVED_MODEL, model, float_model, to_model_input(calibration))
         (folder / "model_int8.tflite").write_bytes(int8_model)
+        (folder / "model_web.tflite").write_bytes(convert_web(model))
+        if onnx:
+            convert_onnx(folder / SAVED_MODEL, folder / ONNX_FILE)
         parity, test_error = compare_formats(folder, images, labels)
         report = {
             "model": str(source),
             "name": model.name,
             "image_shape": [None] + list(model.input.shape[1:]),
-            "file_bytes": {file: _size(folder / file) for file in FILES},
+            "file_bytes": {file: _size(folder / file) for file in FILES + (ONNX_FILE,) if (folder / file).exists()},
             "tflite_operators": tflite_operators(float_model),
             "calibration_images": int(len(calibration)),
             "parity_max_abs_diff": parity,

@@ -5,8 +5,9 @@
     Predictor("lstm_stn_strings").read(images)  # ["40713", "8", ...]
 
 A model is a `.keras` file, a run directory, an `lstm-stn export` folder (its
-float32 `model.tflite` is used), a SavedModel folder, a `.tflite` file, or the
-name of a shipped model.
+float32 `model.tflite` is used), a SavedModel folder (or a TF Serving base path,
+`NAME/1/...`: its latest version), a `.tflite` or `.onnx` file, or the name of a
+shipped model.
 """
 
 import pathlib
@@ -35,7 +36,7 @@ class _KerasRunner:
         from lstm_stn_tf.models import attention_model
 
         self.model = attention_model(load_model(path))
-        self.input_shape = tuple(self.model.input.shape[1:])
+        self.input_shape = tuple(self.model.input.shape)
 
     def __call__(self, images):
         outputs = {name: np.asarray(value) for name, value in self.model.predict_on_batch(images).items()}
@@ -56,7 +57,7 @@ class _SavedModelRunner:
             raise UserError(f"{path}: not a readable SavedModel with a {SIGNATURE!r} signature ({reason}).") from None
         inputs = self.function.structured_input_signature[1]
         _check_signature(path, inputs, self.function.structured_outputs)
-        self.input_shape = tuple(inputs["image"].shape[1:])
+        self.input_shape = tuple(inputs["image"].shape)
 
     def __call__(self, images):
         return {name: value.numpy() for name, value in self.function(image=images).items()}
@@ -75,10 +76,38 @@ class _TFLiteRunner:
             raise UserError(f"{path}: not a readable TFLite model with a {SIGNATURE!r} signature ({error}).") from None
         inputs = self.runner.get_input_details()
         _check_signature(path, inputs, self.runner.get_output_details())
-        self.input_shape = tuple(inputs["image"]["shape_signature"][1:])
+        self.input_shape = tuple(inputs["image"]["shape_signature"])
 
     def __call__(self, images):
-        return self.runner(image=images)
+        if self.input_shape[0] == -1 or len(images) == 1:
+            return self.runner(image=images)
+        # A static batch-1 file (LiteRT.js's): one image per call.
+        outputs = [self.runner(image=image[None]) for image in images]
+        return {name: np.concatenate([output[name] for output in outputs]) for name in outputs[0]}
+
+
+class _OnnxRunner:
+    format = "onnx"
+
+    def __init__(self, path, threads=None):
+        try:
+            import onnxruntime
+        except ImportError:
+            raise UserError(f"{path}: reading ONNX needs onnxruntime: pip install 'lstm-stn-tf[onnx]'.") from None
+        options = onnxruntime.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        try:
+            self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as error:  # onnxruntime raises its own types for a damaged file
+            raise UserError(f"{path}: not a readable ONNX model ({str(error).strip().splitlines()[0]}).") from None
+        inputs = {node.name: node for node in self.session.get_inputs()}
+        self.outputs = [node.name for node in self.session.get_outputs()]
+        _check_signature(path, inputs, self.outputs)
+        self.input_shape = tuple(inputs["image"].shape)
+
+    def __call__(self, images):
+        return dict(zip(self.outputs, self.session.run(self.outputs, {"image": images})))
 
 
 def _check_signature(path, inputs, outputs):
@@ -90,21 +119,30 @@ def _check_signature(path, inputs, outputs):
         )
 
 
+def latest_version(base_path):
+    """The newest version folder of a TF Serving base path (`1/`, `2/`, ...
+    holding a `saved_model.pb`), as the server picks it; None if there is none."""
+    versions = [child for child in base_path.iterdir() if child.name.isdigit() and (child / "saved_model.pb").exists()]
+    return max(versions, key=lambda child: int(child.name), default=None)
+
+
 def _open(path, threads):
     """The runner for the model at `path`."""
     if path.is_dir():
         if (path / "saved_model.pb").exists():
             return _SavedModelRunner(path)
+        if latest_version(path):
+            return _SavedModelRunner(latest_version(path))
         if (path / "model.tflite").exists():  # an `lstm-stn export` folder
             return _TFLiteRunner(path / "model.tflite", threads)
         if (path / "best.keras").exists():
             return _KerasRunner(path)
-        raise UserError(f"{path}: no saved_model.pb, model.tflite or best.keras in this folder; "
-                        "expected a SavedModel, an export folder or a run directory.")
-    if path.suffix == ".tflite":
+        raise UserError(f"{path}: no saved_model.pb (nor a version folder with one), model.tflite or best.keras "
+                        "in this folder; expected a SavedModel, an export folder or a run directory.")
+    if path.suffix in (".tflite", ".onnx"):
         if not path.exists():
             raise UserError(f"{path}: no such file.")
-        return _TFLiteRunner(path, threads)
+        return (_TFLiteRunner if path.suffix == ".tflite" else _OnnxRunner)(path, threads)
     return _KerasRunner(path)
 
 
@@ -123,7 +161,7 @@ class Predictor:
         self.path = model_source(path)
         self._run = _open(self.path, threads)
         self.format = self._run.format
-        self.image_size = tuple(int(size) for size in self._run.input_shape[:2])
+        self.image_size = tuple(int(size) for size in self._run.input_shape[1:3])
 
     def predict(self, images, batch_size=BATCH_SIZE):
         """`(digits, probabilities, transforms)` for a batch of images.
