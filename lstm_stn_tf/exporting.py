@@ -100,15 +100,18 @@ def convert_web(model):
         return convert_float(folder)
 
 
+def _check_onnx_installed():
+    try:
+        import onnxruntime  # noqa: F401 -- the parity check runs the file
+        import tf2onnx  # noqa: F401
+    except ImportError:
+        raise UserError("ONNX export needs tf2onnx and onnxruntime: pip install 'lstm-stn-tf[onnx]'.") from None
+
+
 def convert_onnx(saved_model, out):
     """Writes `out`, the ONNX model of a SavedModel written by `write_saved_model`,
     with tf2onnx's own converter (dynamic batch kept; inputs and outputs keep their
     signature names). tf2onnx's Keras path does not take Keras 3 models."""
-    try:
-        import onnxruntime  # noqa: F401 -- parity needs it too
-        import tf2onnx  # noqa: F401
-    except ImportError:
-        raise UserError("ONNX export needs tf2onnx and onnxruntime: pip install 'lstm-stn-tf[onnx]'.") from None
     command = [sys.executable, "-m", "tf2onnx.convert", "--saved-model", str(saved_model),
                "--signature_def", SIGNATURE, "--output", str(out)]
     result = subprocess.run(command, capture_output=True, text=True)
@@ -252,6 +255,8 @@ def export(source, out, eval_size=None, calibration_size=CALIBRATION_SIZE, data_
     """
     out = pathlib.Path(out)
     _check_out(out)
+    if onnx:
+        _check_onnx_installed()
     path = model_source(source)
     model = float32_model(load_model(path))  # a bfloat16-trained model is served in float32
     calibration, _ = model_split(path, model, "train", calibration_size, data_seed, mnist_path)

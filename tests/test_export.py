@@ -1,12 +1,14 @@
 import json
 import shutil
+import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
 from ai_edge_litert.interpreter import Interpreter
 
-from lstm_stn_tf import build_model, cli, exporting
+from lstm_stn_tf import attention_model, build_model, cli, exporting
+from lstm_stn_tf.predictor import Predictor
 from lstm_stn_tf.evaluation import model_split
 from lstm_stn_tf.strings import decode_strings
 
@@ -34,18 +36,18 @@ def small_model(name):
     return model
 
 
-def export_small(name, tmp_path):
+def export_small(name, tmp_path, *flags):
     model = small_model(name)
     source = tmp_path / f"{name}.keras"
     model.save(source)
     out = tmp_path / f"{name}-export"
-    assert cli.main(["export", str(source), "--out", str(out), "--eval-size", "20"]) == 0
+    assert cli.main(["export", str(source), "--out", str(out), "--eval-size", "20", *flags]) == 0
     return model, source, out
 
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    return export_small("lstm_stn", tmp_path_factory.mktemp("export"))
+    return export_small("lstm_stn", tmp_path_factory.mktemp("export"), "--onnx")
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +60,7 @@ def test_images(exported):
 def test_saved_model_matches_keras_by_name(exported, test_images):
     model, _, out = exported
     reference = model.predict(test_images, verbose=0)
-    signature = tf.saved_model.load(str(out / "saved_model")).signatures[SIGNATURE]
+    signature = tf.saved_model.load(str(out / "saved_model" / "1")).signatures[SIGNATURE]
     (image,) = signature.structured_input_signature[1].values()
     assert (image.name, image.shape.as_list(), image.dtype) == ("image", [None, CANVAS, CANVAS, 1], tf.float32)
 
@@ -113,10 +115,12 @@ def test_export_json_records_sizes_parity_and_errors(exported):
     _, source, out = exported
     report = json.loads((out / "export.json").read_text())
     assert report["file_bytes"]["model.tflite"] == (out / "model.tflite").stat().st_size
-    assert set(report["file_bytes"]) == {"model.keras", "saved_model", "model.tflite", "model_int8.tflite"}
+    assert set(report["file_bytes"]) == {"model.keras", "saved_model", "model.tflite", "model_int8.tflite",
+                                         "model_web.tflite", "model.onnx"}
     parity = report["parity_max_abs_diff"]
     assert parity["saved_model_vs_keras"]["probabilities"] < 1e-5
-    assert parity["tflite_fp32_vs_keras"]["probabilities"] < 1e-4
+    for key in ("tflite_fp32", "tflite_web", "onnx"):
+        assert parity[f"{key}_vs_keras"]["probabilities"] < 1e-4 and parity[f"{key}_vs_keras"]["transforms"] < 1e-4
     assert report["test_error"]["n_images"] == 20
     assert 0 <= report["test_error"]["tflite_int8"]["single_digit_error"] <= 1
     assert report["image_shape"] == [None, CANVAS, CANVAS, 1]
@@ -125,10 +129,80 @@ def test_export_json_records_sizes_parity_and_errors(exported):
 
 def test_model_without_transformer_exports_without_transforms(tmp_path):
     _, _, out = export_small("cnn", tmp_path)
-    signature = tf.saved_model.load(str(out / "saved_model")).signatures[SIGNATURE]
+    signature = tf.saved_model.load(str(out / "saved_model" / "1")).signatures[SIGNATURE]
     assert set(signature.structured_outputs) == {"digits", "probabilities"}
     runner = Interpreter(model_path=str(out / "model.tflite")).get_signature_runner(SIGNATURE)
     assert set(runner.get_output_details()) == {"digits", "probabilities"}
+    assert not (out / "model.onnx").exists()  # written only with --onnx
+    assert "model.onnx" not in json.loads((out / "export.json").read_text())["file_bytes"]
+
+
+def test_web_tflite_takes_one_image_and_matches_keras(exported, test_images):
+    model, _, out = exported
+    runner = Interpreter(model_path=str(out / "model_web.tflite")).get_signature_runner(SIGNATURE)
+    assert list(runner.get_input_details()["image"]["shape_signature"]) == [1, CANVAS, CANVAS, 1]
+    reference = attention_model(model).predict(test_images[:3], verbose=0)
+    for index in range(3):  # twice the same image too: a static file must not keep state between calls
+        outputs = runner(image=test_images[index : index + 1])
+        again = runner(image=test_images[index : index + 1])
+        for name in ("probabilities", "transforms"):
+            assert np.abs(outputs[name] - reference[name][index : index + 1]).max() < 1e-5
+            np.testing.assert_array_equal(outputs[name], again[name])
+    # Predictor reads a batch through it one image at a time.
+    digits, probabilities, _ = Predictor(out / "model_web.tflite").predict(test_images[:5])
+    assert np.abs(probabilities - model.predict(test_images[:5], verbose=0)).max() < 1e-5
+
+
+def test_onnx_model_keeps_names_and_any_batch_size(exported, test_images):
+    model, _, out = exported
+    predictor = Predictor(out / "model.onnx")
+    assert predictor.format == "onnx" and predictor.image_size == (CANVAS, CANVAS)
+    reference = attention_model(model).predict(test_images, verbose=0)
+    for batch in (1, 7):
+        digits, probabilities, transforms = predictor.predict(test_images[:batch])
+        assert np.abs(probabilities - reference["probabilities"][:batch]).max() < 1e-5
+        assert np.abs(transforms - reference["transforms"][:batch]).max() < 1e-5
+        np.testing.assert_array_equal(digits, reference["probabilities"][:batch].argmax(-1))
+
+
+def test_onnx_export_without_its_packages_is_one_clear_error(exported, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "tf2onnx", None)  # as if not installed: importing it raises ImportError
+    assert cli.main(["export", str(exported[1]), "--out", str(tmp_path / "out"), "--onnx"]) == 2
+    assert capsys.readouterr().err == "lstm-stn: error: ONNX export needs tf2onnx and onnxruntime: pip install 'lstm-stn-tf[onnx]'.\n"
+    assert not (tmp_path / "out").exists()
+
+
+def _tf_serving_predict(base_path, body):
+    """What TF Serving's REST `:predict` does with `body`: the newest version
+    folder of the base path, loaded with the `serve` tag; the request's row
+    format ("instances", one object per image) stacked into one batch per
+    input name; the signature called with it by name; the answer one object
+    per image with every output by name."""
+    version = max((child for child in base_path.iterdir() if child.name.isdigit()), key=lambda child: int(child.name))
+    signature = tf.saved_model.load(str(version), tags=["serve"]).signatures[body.get("signature_name", SIGNATURE)]
+    specs = signature.structured_input_signature[1]
+    inputs = {name: tf.constant([instance[name] for instance in body["instances"]], spec.dtype)
+              for name, spec in specs.items()}
+    outputs = {name: value.numpy() for name, value in signature(**inputs).items()}
+    return {"predictions": [{name: value[index].tolist() for name, value in outputs.items()}
+                            for index in range(len(body["instances"]))]}
+
+
+def test_saved_model_serves_the_documented_rest_request(exported, test_images):
+    model, _, out = exported
+    assert (out / "saved_model" / "1" / "saved_model.pb").exists()  # --model_base_path=OUT/saved_model
+    # The request body of docs/serving.md, sent through JSON as a client would.
+    body = json.loads(json.dumps({"signature_name": "serving_default",
+                                  "instances": [{"image": image.tolist()} for image in test_images[:2]]}))
+    predictions = _tf_serving_predict(out / "saved_model", body)["predictions"]
+    reference = attention_model(model).predict(test_images[:2], verbose=0)
+    assert [set(prediction) for prediction in predictions] == [{"digits", "probabilities", "transforms"}] * 2
+    for index, prediction in enumerate(predictions):
+        assert prediction["digits"] == reference["probabilities"][index].argmax(-1).tolist()
+        assert np.abs(np.array(prediction["probabilities"]) - reference["probabilities"][index]).max() < 1e-5
+        assert np.array(prediction["transforms"]).shape == (N_DIGITS, 2, 3)
+    # Predictor reads the base path as the server does: its newest version.
+    assert Predictor(out / "saved_model").format == "saved_model"
 
 
 def test_unknown_shipped_model_is_a_clear_error(tmp_path, capsys):
