@@ -12,6 +12,7 @@ Checkpoints stay in the run directories, out of git.
 
 import json
 import pathlib
+import re
 import shutil
 import statistics
 
@@ -59,13 +60,32 @@ def portable_result(result):
     return dict(result, command=command, config=dict(result["config"], mnist_path=None))
 
 
+def parse_shard(text):
+    """`"I/N"` (shard I of N, counted from 1) as `(I, N)`; a `UserError` for anything else."""
+    match = re.fullmatch(r"(\d+)/(\d+)", str(text).strip())
+    index, count = (int(match[1]), int(match[2])) if match else (0, 0)
+    if not 1 <= index <= count:
+        raise UserError(f"--shard {text}: expected I/N with 1 <= I <= N, e.g. 1/4 (shards count from 1).")
+    return index, count
+
+
+def shard_jobs(jobs, shard=None):
+    """Shard `shard` = `(I, N)`'s share of `jobs`, repeats dropped (all of them for None): job k
+    (from 0) goes to shard k mod N + 1, so N machines given the same list each take their own,
+    with no coordinator."""
+    jobs = list(dict.fromkeys(jobs))
+    return jobs if shard is None else jobs[shard[0] - 1::shard[1]]
+
+
 def reproduce(models, seeds, runs_dir="runs/reproduce", results_dir="results", command=None, readme=None, tag=None,
-              benchmark="protocol", **overrides):
+              benchmark="protocol", shard=None, **overrides):
     """Trains (or resumes) every model x seed, then regenerates the table.
 
     `benchmark` names the images (`data.BENCHMARKS`: "protocol" or "strings") and the run names;
     `overrides` are other `TrainConfig` fields (e.g. `epochs=5` for a quick check);
-    they are recorded in each result's `config`. `tag` suffixes the run names.
+    they are recorded in each result's `config`. `tag` suffixes the run names. `shard` = `(I, N)`
+    trains only shard I of N's share of the models x seeds (`shard_jobs`, each model's seeds in
+    turn); the tables are regenerated from every result there is.
     """
     if benchmark not in BENCHMARKS:
         raise UserError(f"benchmark={benchmark!r}: expected one of {', '.join(BENCHMARKS)}.")
@@ -73,8 +93,13 @@ def reproduce(models, seeds, runs_dir="runs/reproduce", results_dir="results", c
     results_dir = pathlib.Path(results_dir)
     for model in models:  # a bad model or option fails now, not after the first runs
         TrainConfig.from_recipe(model=model, **overrides).build_model()
-    for model in models:
-        for seed in seeds:
+    every = [(model, seed) for model in models for seed in seeds]
+    jobs = shard_jobs(every, shard)
+    if shard:
+        print(f"Shard {shard[0]}/{shard[1]}: {len(jobs)} of {len(set(every))} runs"
+              + "".join(f"\n  {run_name(model, seed, tag, benchmark)}" for model, seed in jobs))
+    for model in dict.fromkeys(model for model, _ in jobs):
+        for seed in [seed for job_model, seed in jobs if job_model == model]:
             name = run_name(model, seed, tag, benchmark)
             run_dir = pathlib.Path(runs_dir) / name
             resume = (run_dir / "config.json").exists()
