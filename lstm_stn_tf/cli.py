@@ -15,7 +15,7 @@ import sys
 DEMO = dict(recipe="fast", epochs=8, train_size=40_000, valid_size=5_000, steps_per_execution=10)
 # Modules that add subcommands: each has `add_commands(subparsers)`, and its
 # handlers take the parsed `args` (raising `UserError` for user mistakes).
-COMMAND_MODULES = ("lstm_stn_tf.visualize_cli", "lstm_stn_tf.export_cli")
+COMMAND_MODULES = ("lstm_stn_tf.visualize_cli", "lstm_stn_tf.export_cli", "lstm_stn_tf.tune_cli")
 
 
 _arguments = []  # the arguments of the running `main`, for the records runs keep
@@ -292,17 +292,24 @@ def cmd_demo(args):
 
 
 def cmd_reproduce(args):
-    from lstm_stn_tf.reproduce import reproduce
+    from lstm_stn_tf.reproduce import parse_shard, reproduce
 
     if args.table:
         from lstm_stn_tf.reproduce import write_table
 
         print(write_table(args.results_dir, args.readme))
         return
-    overrides = dict(_speed_options(args), **_recipe_options(args), mnist_path=args.mnist, data_seed=args.data_seed,
-                     **({"epochs": args.epochs} if args.epochs else {}))
-    print(reproduce(args.models, args.seeds, args.runs_dir, args.results_dir, _command_line(), args.readme,
-                    tag=args.tag, benchmark=args.benchmark, **overrides))
+    shard = parse_shard(args.shard) if args.shard is not None else None
+    budget = dict(_speed_options(args), mnist_path=args.mnist, data_seed=args.data_seed,
+                  **({"epochs": args.epochs} if args.epochs else {}))
+    places = (args.runs_dir, args.results_dir, _command_line(), args.readme)
+    if args.from_tune or args.top is not None:
+        from lstm_stn_tf.tune_cli import promote
+
+        print(promote(args, shard, places, budget))
+        return
+    print(reproduce(args.models, args.seeds, *places, tag=args.tag, benchmark=args.benchmark, shard=shard,
+                    **budget, **_recipe_options(args)))
 
 
 def build_parser(command=None):
@@ -353,6 +360,13 @@ def build_parser(command=None):
     reproduce.add_argument("--readme", default="README.md",
                            help="a README whose results section is regenerated (default README.md, if it has the markers)")
     reproduce.add_argument("--table", action="store_true", help="only regenerate the tables from --results-dir; train nothing")
+    reproduce.add_argument("--shard", metavar="I/N",
+                           help="train only shard I of N (from 1) of the models x seeds, run k (each model's seeds in "
+                           "turn, from 0) on shard k mod N + 1: give every machine the same --models and --seeds")
+    reproduce.add_argument("--from-tune", metavar="DIR",
+                           help="full runs of the best trials of `lstm-stn tune` in DIR (its --directory/--project-name): "
+                           "each trial's model, recipe and options, tagged tune-<project>-<trial>")
+    reproduce.add_argument("--top", type=int, help="with --from-tune: how many of the best trials (default 1)")
     reproduce.set_defaults(handler=cmd_reproduce)
 
     import importlib
