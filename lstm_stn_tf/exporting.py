@@ -259,10 +259,19 @@ def export(source, out, eval_size=None, calibration_size=CALIBRATION_SIZE, data_
         _check_onnx_installed()
     path = model_source(source)
     model = float32_model(load_model(path))  # a bfloat16-trained model is served in float32
+    # A run directory keeps its records in itself; a model file (a shipped model's, an
+    # earlier export's, a run's best.keras) beside them.
+    records = path if path.is_dir() else path.parent
+    earlier_export = path.name == "model.keras" and (records / "export.json").exists()
     calibration, _ = model_split(path, model, "train", calibration_size, data_seed, mnist_path)
     images, labels = model_split(path, model, "test", eval_size, data_seed, mnist_path)
     with atomic_directory(out) as folder:
-        save_inference_model(model, folder / "model.keras")
+        if earlier_export:
+            # Already the float32 inference model: copied, so that re-exporting a shipped
+            # model does not add a second copy of the same weights to git.
+            shutil.copyfile(path, folder / "model.keras")
+        else:
+            save_inference_model(model, folder / "model.keras")
         write_saved_model(model, folder / SAVED_MODEL)
         float_model = convert_float(folder / SAVED_MODEL)
         (folder / "model.tflite").write_bytes(float_model)
@@ -285,10 +294,10 @@ def export(source, out, eval_size=None, calibration_size=CALIBRATION_SIZE, data_
             "command": command,
         }
         write_json(report, folder / "export.json")
-        if (path / "metrics.json").exists():  # a finished run directory: ship its errors, settings and a card
-            metrics = json.loads((path / "metrics.json").read_text())
-            config = json.loads((path / "config.json").read_text())
-            shutil.copyfile(path / "metrics.json", folder / "metrics.json")
+        if (records / "metrics.json").exists():  # a finished run: ship its errors, settings and a card
+            metrics = json.loads((records / "metrics.json").read_text())
+            config = json.loads((records / "config.json").read_text())
+            shutil.copyfile(records / "metrics.json", folder / "metrics.json")
             # The run's MNIST file is a path on the machine it ran on; elsewhere
             # the data comes from the cache or the mirror.
             write_json(dict(config, mnist_path=None), folder / "config.json")

@@ -248,6 +248,7 @@ def test_a_finished_run_ships_with_its_metrics_and_a_model_card(tmp_path, monkey
     (tmp_path / "run" / "config.json").write_text(json.dumps(dict(run_config, mnist_path="/elsewhere/mnist.npz")))
     shipped = tmp_path / "shipped"
     assert cli.main(["export", str(tmp_path / "run"), "--out", str(shipped / "tiny"), "--eval-size", "20"]) == 0
+    shutil.copyfile(shipped / "tiny" / "model.keras", tmp_path / "first.keras")
     assert json.loads((shipped / "tiny" / "metrics.json").read_text()) == metrics
     assert json.loads((shipped / "tiny" / "config.json").read_text()) == dict(run_config, mnist_path=None)
     card = (shipped / "tiny" / "MODEL_CARD.md").read_text()
@@ -266,6 +267,13 @@ def test_a_finished_run_ships_with_its_metrics_and_a_model_card(tmp_path, monkey
     monkeypatch.chdir(tmp_path)
     assert cli.main(["evaluate", "tiny", "--size", "20"]) == 0
     assert json.loads((tmp_path / "tiny-test.json").read_text())["n_images"] == 20
+
+    # Re-exported (for a format added since), a shipped model keeps its records and its
+    # model.keras byte for byte: git would store the same weights twice otherwise.
+    assert cli.main(["export", "tiny", "--out", str(shipped / "tiny"), "--eval-size", "20"]) == 0
+    assert (shipped / "tiny" / "model.keras").read_bytes() == (tmp_path / "first.keras").read_bytes()
+    assert json.loads((shipped / "tiny" / "metrics.json").read_text()) == metrics
+    assert (shipped / "tiny" / "MODEL_CARD.md").read_text().startswith("# Model card: `tiny`")
 
 
 def test_a_bfloat16_model_is_exported_in_float32(tmp_path):
