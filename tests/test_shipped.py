@@ -32,3 +32,14 @@ def test_shipped_model_reads_test_images_as_its_card_says(name, mnist):
     # 900 unseen digits: a model at its card's ~2 % misreads ~18; 5 % would mean a broken file.
     assert found["single_digit_error"] < 0.05
     assert min(found["digit_centre_in_glimpse"]) > 0.98
+
+
+def test_the_default_model_ships_its_batch_one_web_file():
+    from ai_edge_litert.interpreter import Interpreter
+
+    folder = shipped_models_dir() / "lstm_stn"
+    report = json.loads((folder / "export.json").read_text())
+    assert report["file_bytes"]["model_web.tflite"] == (folder / "model_web.tflite").stat().st_size
+    assert report["parity_max_abs_diff"]["tflite_web_vs_keras"]["probabilities"] < 1e-4
+    runner = Interpreter(model_path=str(folder / "model_web.tflite")).get_signature_runner("serving_default")
+    assert list(runner.get_input_details()["image"]["shape_signature"]) == [1, 100, 100, 1]
