@@ -14,18 +14,29 @@ from lstm_stn_tf.strings import decode_strings, label_string
 CANVAS, N_DIGITS = 60, 2
 
 
+FORMATS = ("saved_model", "tflite", "web_tflite", "onnx")  # besides keras
+
+
+def _every_format(model, folder):
+    """`model` saved in `folder` in every format `Predictor` reads, by format."""
+    model.save(folder / "model.keras")
+    exporting.write_saved_model(model, folder / "saved_model")
+    (folder / "model.tflite").write_bytes(exporting.convert_float(folder / "saved_model"))
+    (folder / "model_web.tflite").write_bytes(exporting.convert_web(model))
+    exporting.convert_onnx(folder / "saved_model", folder / "model.onnx")
+    files = ("model.keras", "saved_model", "model.tflite", "model_web.tflite", "model.onnx")
+    return {format: folder / file for format, file in zip(("keras",) + FORMATS, files)}
+
+
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    """One small model as .keras, SavedModel and float32 .tflite."""
+    """One small model in every format."""
     folder = tmp_path_factory.mktemp("models")
     model = build_model("lstm_stn", image_size=(CANVAS, CANVAS), n_digits=N_DIGITS, glimpse_size=(20, 20),
                         units=16, localisation_filters=4, classifier_filters=8, classifier_units=16)
     kernel = model.get_layer("localizer").transform_kernel
     kernel.assign(np.random.default_rng(0).normal(0, 0.1, kernel.shape).astype("float32"))
-    model.save(folder / "model.keras")
-    exporting.write_saved_model(model, folder / "saved_model")
-    (folder / "model.tflite").write_bytes(exporting.convert_float(folder / "saved_model"))
-    return {"keras": folder / "model.keras", "saved_model": folder / "saved_model", "tflite": folder / "model.tflite"}
+    return _every_format(model, folder)
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +47,7 @@ def images():
 
 @pytest.fixture(scope="module")
 def strings_models(tmp_path_factory):
-    """A small model that reads strings of up to 3 digits, as .keras, SavedModel and .tflite."""
+    """A small model that reads strings of up to 3 digits, in every format."""
     folder = tmp_path_factory.mktemp("strings_models")
     model = build_model("lstm_stn", image_size=(CANVAS, 2 * CANVAS), n_digits=3, variable_length=True,
                         glimpse_size=(20, 20), units=16, localisation_filters=4, classifier_filters=8,
@@ -50,18 +61,15 @@ def strings_models(tmp_path_factory):
     logits = np.log(ends) - np.log1p(-ends)
     end = model.get_layer("end")
     end.bias.assign(end.bias.numpy() - np.median(logits).astype("float32"))
-    model.save(folder / "model.keras")
-    exporting.write_saved_model(model, folder / "saved_model")
-    (folder / "model.tflite").write_bytes(exporting.convert_float(folder / "saved_model"))
-    return {"keras": folder / "model.keras", "saved_model": folder / "saved_model", "tflite": folder / "model.tflite"}
+    return _every_format(model, folder)
 
 
 def test_every_format_reads_the_same_digits(models, images):
     keras_digits, keras_probabilities, keras_transforms = Predictor(models["keras"]).predict(images)
     assert keras_digits.shape == (5, N_DIGITS) and keras_transforms.shape == (5, N_DIGITS, 2, 3)
-    for format in ("saved_model", "tflite"):
+    for format in FORMATS:
         predictor = Predictor(models[format])
-        assert (predictor.format, predictor.image_size) == (format, (CANVAS, CANVAS))
+        assert (predictor.format, predictor.image_size) == (format.replace("web_", ""), (CANVAS, CANVAS))
         digits, probabilities, transforms = predictor.predict(images)
         np.testing.assert_array_equal(digits, keras_digits)
         np.testing.assert_allclose(probabilities, keras_probabilities, atol=1e-4)
@@ -238,7 +246,7 @@ def test_predict_json(models, images, tmp_path, capsys):
     assert results[1] == {"file": bad[0], "error": f"{bad[0]}: no such file."}
 
 
-@pytest.mark.parametrize("name", ["model.keras", "model.tflite", "saved_model"])
+@pytest.mark.parametrize("name", ["model.keras", "model.tflite", "model.onnx", "saved_model"])
 def test_a_corrupt_model_is_one_clear_error(models, images, tmp_path, capsys, name):
     corrupt = tmp_path / name
     if name == "saved_model":
@@ -304,8 +312,8 @@ def test_every_format_reads_the_same_strings(strings_models):
     strings = reference.read(images)
     assert strings == [label_string(row) for row in expected]
     assert len(set(map(len, strings))) > 1, "the test model should read strings of several lengths"
-    for name in ("saved_model", "tflite"):
-        assert Predictor(strings_models[name]).read(images) == strings, name
+    for format in FORMATS:
+        assert Predictor(strings_models[format]).read(images) == strings, format
 
 
 def test_predict_json_gives_the_string_read(strings_models, tmp_path, capsys):
