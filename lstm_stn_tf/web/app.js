@@ -1,7 +1,8 @@
 // The page: a drawing pad and an image drop, the model's input with each
 // step's attention box, and the digits read with their probabilities.
 // `window.lstmStn` exposes the state for scripts and tests: `ready` (a promise),
-// `lastResult` (the last reading, with the model input it read) and `error`.
+// `readings` (how many so far), `lastResult` (the last, with the model input it
+// read) and `error`.
 
 import {fitImage} from "./fit.js";
 import {Reader, boxCorners} from "./reader.js";
@@ -24,7 +25,7 @@ const page = {
   digits: document.getElementById("digits"),
   footer: document.getElementById("footer"),
 };
-const lstmStn = (window.lstmStn = {ready: null, lastResult: null, error: null});
+const lstmStn = (window.lstmStn = {ready: null, readings: 0, lastResult: null, error: null});
 let reader = null;
 let description = null;
 let showingFile = false; // the pad shows a dropped image, not a drawing
@@ -162,6 +163,7 @@ function read(source, name) {
       inverted: fitted.inverted,
       letterboxed: fitted.letterboxed,
     };
+    lstmStn.readings++;
   }).catch(report);
   return reading;
 }
