@@ -63,7 +63,7 @@ def _search_names(text):
 
 def cmd_tune(args):
     from lstm_stn_tf.training import TrainConfig
-    from lstm_stn_tf.tuning import format_trials, search
+    from lstm_stn_tf.tuning import DEFAULT_SEARCH, format_trials, search, searchable
 
     if args.time_limit is not None:
         raise UserError("--time-limit is not for a search: each trial trains --epochs (choose fewer, or smaller "
@@ -82,9 +82,7 @@ def cmd_tune(args):
         **_speed_options(args), **fixed,
     )
     if names is None:  # the default search leaves out what the command fixes
-        from lstm_stn_tf.tuning import check_search
-
-        names = [name for name in check_search(config) if name not in given]
+        names = [name for name in DEFAULT_SEARCH if name in searchable(config.model) and name not in given]
     report = search(config, names, args.oracle, args.max_trials, args.directory, args.project_name, args.top)
     if report is None:
         print(f"\n{os.environ['KERASTUNER_TUNER_ID']}: no trials left; the chief "

@@ -24,6 +24,7 @@ import json
 import os
 import pathlib
 import re
+import sys
 
 import keras
 
@@ -96,7 +97,20 @@ def check_search(config, names=None):
     if "weight_decay" in names and "optimizer" not in names and config.optimizer != "adamw":
         raise UserError("searching weight_decay needs optimizer='adamw' (--optimizer adamw), or optimizer searched "
                         "too (RMSprop has no decoupled decay).")
+    for name in (name for name in names if name in MODEL_OPTIONS):  # every value must build, or its trials fail
+        for value in _grid(name):
+            try:
+                dataclasses.replace(config, model_options=dict(config.model_options, **{name: value})).build_model()
+            except UserError as error:
+                raise UserError(f"cannot search {name}: {error}") from None
     return tuple(name for name in SEARCH_SPACE if name in names)
+
+
+def _grid(name):
+    """The values `SEARCH_SPACE` draws option `name` from."""
+    hp = keras_tuner.HyperParameters()
+    SEARCH_SPACE[name](hp)
+    return hp.space[0].values
 
 
 class ValidationError(keras.callbacks.Callback):
@@ -189,6 +203,7 @@ def _check_name(name, what):
 def _check_settings(project, settings):
     """Records what `project` searches; a rerun must search the same (its trials continue)."""
     path = project / SETTINGS_FILE
+    settings = json.loads(json.dumps(settings))  # as the file keeps them: tuples as lists
     if path.exists():
         recorded = json.loads(path.read_text())
         if recorded != settings:
@@ -245,7 +260,7 @@ def search(config, names=None, oracle="bayesian", max_trials=None, directory="tu
     names = check_search(config, names)
     role = distributed_role()
     if verbose is None:
-        verbose = 1 if os.isatty(1) else 2
+        verbose = 1 if sys.stdout.isatty() else 2
     project = pathlib.Path(directory) / project_name
     if role != "worker":  # a worker may have no copy of the chief's folder
         settings = dict(oracle=oracle, search=list(names), config=dict(dataclasses.asdict(config), mnist_path=None))

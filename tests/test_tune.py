@@ -174,6 +174,7 @@ def test_the_best_trials_are_promoted_to_full_runs_in_the_results(tiny_search, t
         (["tune", "--project-name", "a/b"], "project_name='a/b': expected letters"),
         (["tune", "--time-limit", "5"], "--time-limit is not for a search"),
         (["tune", "--search", ","], "expected comma-separated option names"),
+        (["tune", "--search", "glimpse_size", "--canvas-size", "40"], "cannot search glimpse_size: glimpse_size=(48, 48)"),
         (["reproduce", "--shard", "3/2"], "--shard 3/2: expected I/N with 1 <= I <= N"),
         (["reproduce", "--shard", "0/0"], "--shard 0/0: expected I/N"),
         (["reproduce", "--shard", "x"], "--shard x: expected I/N"),
@@ -186,7 +187,7 @@ def test_the_best_trials_are_promoted_to_full_runs_in_the_results(tiny_search, t
 def test_user_errors_exit_2_with_one_line(argv, message, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     tiny = TINY_ARGS if argv[0] == "tune" and "--model" not in argv else []
-    assert cli.main(argv + tiny) == 2
+    assert cli.main(argv[:1] + tiny + argv[1:]) == 2  # the case's own flags after the tiny ones, which they replace
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1 and "Traceback" not in err
     assert not (tmp_path / "tune").exists() and not (tmp_path / "results").exists()  # nothing written
