@@ -147,6 +147,7 @@ class OptionsHyperModel(keras_tuner.HyperModel if keras_tuner else object):
         return dict(options, model_options=chosen_model_options) if chosen_model_options else options
 
     def trial_config(self, hp):
+        """The `TrainConfig` of the trial `hp`: `config` with the searched options `hp` holds."""
         options = self.trial_options(hp)
         chosen_model_options = options.pop("model_options", {})
         return dataclasses.replace(self.config, **options,
@@ -190,8 +191,9 @@ def distributed_role():
         return None
     missing = [name for name in _ORACLE_VARIABLES if not os.environ.get(name)]
     if missing:
-        raise UserError(f"KERASTUNER_ORACLE_IP is set but {', '.join(missing)} is not: a distributed search needs "
-                        "all three (KERASTUNER_TUNER_ID: chief on one machine, tuner0, tuner1, ... on the others).")
+        verb = "is" if len(missing) == 1 else "are"
+        raise UserError(f"KERASTUNER_ORACLE_IP is set but {' and '.join(missing)} {verb} not: a distributed search "
+                        "needs all three (KERASTUNER_TUNER_ID: chief on one machine, tuner0, tuner1, ... on the others).")
     return "chief" if "chief" in os.environ["KERASTUNER_TUNER_ID"] else "worker"
 
 

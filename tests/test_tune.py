@@ -148,8 +148,11 @@ def test_the_best_trials_are_promoted_to_full_runs_in_the_results(tiny_search, t
     configs = []
     monkeypatch.setattr(reproduce, "train", _fake_train(configs))
     places = ["--runs-dir", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "results"), "--readme", "none"]
-    assert cli.main(["reproduce", "--from-tune", str(tiny_search.project), "--top", "2", "--seeds", "0", "1",
-                     *places]) == 0
+    for shard in ("1/2", "2/2"):  # two machines, each its share of the trials x seeds
+        capsys.readouterr()  # each prints the table of every result so far: the last one has them all
+        assert cli.main(["reproduce", "--from-tune", str(tiny_search.project), "--top", "2", "--seeds", "0", "1",
+                         "--shard", shard, *places]) == 0
+        assert len(configs) == 2 * int(shard[0])
     best = tiny_search.reports[-1]["best"]
     names = sorted(path.name for path in (tmp_path / "results").glob("*.json"))
     assert names == sorted(f"lstm_stn-seed{seed}-tune-tiny-{trial['trial_id']}.json" for trial in best for seed in (0, 1))
