@@ -75,6 +75,8 @@ def web_model(text):
             raise UserError(f"{path}: no such file.")
         return path
     folder = path.parent if path.suffix == ".keras" else path
+    if not folder.is_dir():
+        raise UserError(f"{folder}: no such folder; expected a shipped model's name, an export folder or a .tflite file.")
     if not (folder / WEB_MODEL).is_file():
         raise UserError(
             f"{folder}: no {WEB_MODEL}, the static batch-1 TFLite the page runs (exports made before it existed "
@@ -146,7 +148,7 @@ def litertjs_modules(web_dir=WEB_DIR):
             f"LiteRT.js ({LITERTJS}) is not installed for the page and npm was not found: install Node.js's npm "
             f"(e.g. `apt-get install npm`), or run `npm ci --prefix {web_dir}` where npm is."
         )
-    print(f"Installing LiteRT.js with `npm ci` into {folder} (once) ...", flush=True)
+    print(f"Installing LiteRT.js with `npm ci` into {folder} (once) ...", file=sys.stderr, flush=True)
     with atomic_directory(folder) as temporary:
         with writing(temporary):
             for name in ("package.json", "package-lock.json"):

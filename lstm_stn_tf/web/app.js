@@ -12,6 +12,7 @@ const SCALE = 3; // screen pixels per model pixel, on the pad and the view
 const STEP_COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#17becf", "#e377c2", "#bcbd22", "#8c564b"];
 const DIGIT_SIZE = 28; // MNIST's digits, in model pixels: the size to write at
 const STROKE = 3.2; // model pixels: about an MNIST pen stroke
+const READY = "Ready: draw digits or drop an image.";
 
 const page = {
   status: document.getElementById("status"),
@@ -29,7 +30,7 @@ const lstmStn = (window.lstmStn = {ready: null, readings: 0, lastResult: null, e
 let reader = null;
 let description = null;
 let showingFile = false; // the pad shows a dropped image, not a drawing
-let reading = Promise.resolve(); // readings run one after the other
+let reading = null; // readings run one after the other, after the start (the end of this file)
 
 function stepColour(step) {
   return STEP_COLOURS[step % STEP_COLOURS.length];
@@ -147,6 +148,7 @@ function showReading(result) {
 // Fits `source` ({rgba, height, width}) to the model, reads it, shows it.
 function read(source, name) {
   reading = reading.then(async () => {
+    if (!reader) return; // the start failed, and said why
     const fitted = fitImage(source, description.image_size);
     const result = await reader.read(fitted.pixels);
     drawView(fitted.pixels, result);
@@ -156,6 +158,7 @@ function read(source, name) {
     if (fitted.inverted) changes.push("dark digits on a light background inverted to light on dark");
     if (fitted.letterboxed) changes.push(`${source.width}\u00d7${source.height} letterboxed to ${width}\u00d7${height}`);
     page.fit.textContent = `${name}: ${changes.join("; ") || "read as it is"}.`;
+    setStatus(READY); // after an image that could not be decoded
     lstmStn.lastResult = {
       source: name,
       ...result,
@@ -176,7 +179,6 @@ function padPixels() {
 // A file's own pixels, undecorated (no colour conversion, no premultiplied
 // alpha), for the model; a copy fitted onto the pad, for the eye.
 async function readFile(file) {
-  if (!reader) return;
   let bitmap;
   try {
     bitmap = await createImageBitmap(file, {colorSpaceConversion: "none", premultiplyAlpha: "none"});
@@ -193,7 +195,6 @@ async function readFile(file) {
   const [shownWidth, shownHeight] = [bitmap.width * scale, bitmap.height * scale];
   page.drawing.getContext("2d").drawImage(
     bitmap, (page.drawing.width - shownWidth) / 2, (page.drawing.height - shownHeight) / 2, shownWidth, shownHeight);
-  setStatus("Ready: draw digits or drop an image.");
   await read(source, file.name);
 }
 
@@ -227,7 +228,7 @@ function enableDrawing() {
   const finish = () => {
     if (!last) return;
     last = null;
-    if (reader) read(padPixels(), "drawing");
+    read(padPixels(), "drawing");
   };
   page.drawing.addEventListener("pointerup", finish);
   page.drawing.addEventListener("pointercancel", finish);
@@ -275,10 +276,11 @@ async function start() {
   const kind = description.strings ? `strings of 1 to ${description.n_digits} digits` : `${description.n_digits} digits`;
   page.footer.textContent = `${description.name}: ${kind} on ${width}\u00d7${height}, run by LiteRT.js on ` +
     "WebAssembly; the image and the model stay on this computer.";
-  setStatus("Ready: draw digits or drop an image.");
+  setStatus(READY);
 }
 
 lstmStn.ready = start().catch((error) => {
   report(error);
   throw error;
 });
+reading = lstmStn.ready.catch(() => {});
