@@ -251,8 +251,16 @@ def test_web_command_serves_the_page_and_stops_on_ctrl_c():
 def test_web_model_is_the_static_batch_one_file(tmp_path):
     with pytest.raises(UserError, match=r"no model_web\.tflite.*lstm-stn export"):
         web_cli.web_model(str(tmp_path))
+    with pytest.raises(UserError, match="no such folder"):
+        web_cli.web_model(str(tmp_path / "missing"))
     with pytest.raises(UserError, match=r"\(1, H, W, 1\).*static shapes"):
         web_cli.model_description(shipped_models_dir() / MODEL / "model.tflite")  # a dynamic batch, as LiteRT.js refuses
+
+
+def test_a_port_in_use_is_one_error(server):
+    port = int(server.rsplit(":", 1)[1].strip("/"))
+    with pytest.raises(UserError, match=f"cannot serve on 127.0.0.1:{port}.*another --port"):
+        web_cli.start_server(MODEL, port)
 
 
 def _page_folder(folder):
