@@ -447,7 +447,8 @@ def test_a_killed_runs_temporary_files_are_removed(tmp_path):
 def test_a_recipes_model_options_reach_only_the_models_that_take_them():
     from lstm_stn_tf.errors import UserError
 
-    assert TrainConfig.from_recipe("fast", model="lstm_stn").model_options == {"cell_init": "lasagne"}
+    for recurrent in ("lstm_stn", "gru_stn"):  # gru_stn takes LSTM-STN's options through **overrides
+        assert TrainConfig.from_recipe("fast", model=recurrent).model_options == {"cell_init": "lasagne"}
     assert TrainConfig.from_recipe("fast", model="cnn").model_options == {}
     small = dict(spec={"n_digits": 2, "canvas_size": 60}, model_options={"classifier_filters": 4})
     TrainConfig.from_recipe("fast", model="cnn", **small).build_model()

@@ -10,6 +10,8 @@ transformer also have a layer named `transforms` whose output is
 `(batch, steps, 2, 3)` and one named `glimpses`; `attention_model` exposes them.
 """
 
+import inspect
+
 import keras
 from keras import layers
 
@@ -184,6 +186,14 @@ def gru_stn(**overrides):
     """RNN-SPN (Sønderby et al. 2015): LSTM-STN with a GRU."""
     overrides.setdefault("name", "gru_stn")
     return lstm_stn(cell="gru", **overrides)
+
+
+# Its options are LSTM-STN's but the cell: `model_options`, and so the recipes and the
+# tuner, see them through the `**overrides`.
+gru_stn.__signature__ = inspect.signature(lstm_stn).replace(parameters=[
+    parameter.replace(default="gru_stn") if name == "name" else parameter
+    for name, parameter in inspect.signature(lstm_stn).parameters.items() if name != "cell"
+])
 
 
 def _digit_heads(features, n_digits, variable_length):
