@@ -147,8 +147,8 @@ def test_page_reads_files_as_python_litert_offline(page, server, export_folder, 
 
 
 def _ellipse(centre_x, centre_y, radius_x, radius_y, points=24):
-    return [(centre_x + radius_x * math.sin(2 * math.pi * k / points), centre_y - radius_y * math.cos(2 * math.pi * k / points))
-            for k in range(points + 1)]
+    angles = np.linspace(0, 2 * math.pi, points + 1)
+    return list(zip(centre_x + radius_x * np.sin(angles), centre_y - radius_y * np.cos(angles)))
 
 
 # "170" in model pixels (the 100 x 100 canvas), one digit per guide cell, as tall as the band.

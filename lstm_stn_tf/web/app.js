@@ -186,13 +186,13 @@ async function readFile(file) {
     setStatus(`${file.name}: not an image the browser can decode; expected PNG or JPEG.`, true);
     return;
   }
-  const canvas = new OffscreenCanvas(bitmap.width, bitmap.height);
-  const context = canvas.getContext("2d", {willReadFrequently: true});
+  const {width, height} = bitmap;
+  const context = new OffscreenCanvas(width, height).getContext("2d", {willReadFrequently: true});
   context.drawImage(bitmap, 0, 0);
-  const source = {rgba: context.getImageData(0, 0, bitmap.width, bitmap.height).data, height: bitmap.height, width: bitmap.width};
+  const source = {rgba: context.getImageData(0, 0, width, height).data, height, width};
   clearPad(true);
-  const scale = Math.min(page.drawing.width / bitmap.width, page.drawing.height / bitmap.height);
-  const [shownWidth, shownHeight] = [bitmap.width * scale, bitmap.height * scale];
+  const scale = Math.min(page.drawing.width / width, page.drawing.height / height);
+  const [shownWidth, shownHeight] = [width * scale, height * scale];
   page.drawing.getContext("2d").drawImage(
     bitmap, (page.drawing.width - shownWidth) / 2, (page.drawing.height - shownHeight) / 2, shownWidth, shownHeight);
   await read(source, file.name);
