@@ -15,7 +15,7 @@ import sys
 DEMO = dict(recipe="fast", epochs=8, train_size=40_000, valid_size=5_000, steps_per_execution=10)
 # Modules that add subcommands: each has `add_commands(subparsers)`, and its
 # handlers take the parsed `args` (raising `UserError` for user mistakes).
-COMMAND_MODULES = ("lstm_stn_tf.visualize_cli", "lstm_stn_tf.export_cli", "lstm_stn_tf.tune_cli")
+COMMAND_MODULES = ("lstm_stn_tf.visualize_cli", "lstm_stn_tf.export_cli", "lstm_stn_tf.tune_cli", "lstm_stn_tf.web_cli")
 
 
 _arguments = []  # the arguments of the running `main`, for the records runs keep
