@@ -4,8 +4,8 @@
 
 The folder holds `model.keras` (weights, no optimizer state), `saved_model/1/`
 (a SavedModel in TF Serving's versioned layout: `saved_model/` is the model's
-base path), `model.tflite`, `model_int8.tflite`, `model_web.tflite` (float32,
-batch 1: LiteRT.js takes static shapes only), with `onnx=True` also
+base path), `model.tflite`, `model_int8.tflite`, `model_web.tflite` and
+`model_web_int8.tflite` (batch 1: LiteRT.js takes static shapes only), with `onnx=True` also
 `model.onnx`, and `export.json` (file sizes, parity with Keras, test errors);
 exported from a finished run directory, also the run's `metrics.json` and
 `config.json` and a `MODEL_CARD.md`. Every format has one signature, `serving_default`:
@@ -48,7 +48,7 @@ STRING_ERRORS = ("string_error", "character_error_rate", "length_accuracy")  # .
 CALIBRATION_SIZE = 300  # train images that set the int8 ranges
 PARITY_SIZE = 100  # test images on which the formats are compared with Keras
 SAVED_MODEL = "saved_model/1"  # TF Serving's layout: a base path, then a folder per version
-FILES = ("model.keras", "saved_model", "model.tflite", "model_int8.tflite", "model_web.tflite")
+FILES = ("model.keras", "saved_model", "model.tflite", "model_int8.tflite", "model_web.tflite", "model_web_int8.tflite")
 ONNX_FILE = "model.onnx"
 EXPORT_FILES = FILES + (ONNX_FILE, "export.json", "metrics.json", "config.json", "MODEL_CARD.md")  # all an export writes
 
@@ -88,8 +88,9 @@ def convert_float(saved_model):
     return _converter(saved_model).convert()
 
 
-def convert_web(model):
-    """The float32 TFLite flatbuffer of `model` for batches of one image.
+def convert_web(model, calibration_images=None):
+    """The TFLite flatbuffer of `model` for batches of one image: float32, or
+    int8 calibrated on `calibration_images` (as `convert_int8`).
 
     LiteRT.js refuses a dynamic batch at run time; converted from a
     dynamic-batch SavedModel with its input shape patched, the file reads
@@ -97,7 +98,10 @@ def convert_web(model):
     """
     with tempfile.TemporaryDirectory() as folder:
         write_saved_model(model, folder, batch_size=1)
-        return convert_float(folder)
+        float_model = convert_float(folder)
+        if calibration_images is None:
+            return float_model
+        return convert_int8(folder, model, float_model, calibration_images)
 
 
 def _check_onnx_installed():
@@ -208,13 +212,13 @@ def compare_formats(folder, images, labels, parity_size=PARITY_SIZE):
     parity = {"n_images": int(min(parity_size, len(images)))}
     errors = {"n_images": int(len(images))}
     formats = [("saved_model", "saved_model"), ("tflite_fp32", "model.tflite"), ("tflite_int8", "model_int8.tflite"),
-               ("tflite_web", "model_web.tflite"), ("onnx", ONNX_FILE)]
+               ("tflite_web", "model_web.tflite"), ("tflite_web_int8", "model_web_int8.tflite"), ("onnx", ONNX_FILE)]
     for key, file in formats:
         if not (folder / file).exists():  # model.onnx is written only when asked for
             continue
         predictor = Predictor(folder / file)
         parity[f"{key}_vs_keras"] = _max_differences(predictor.predict(images[:parity_size]), reference)
-        if key in ("tflite_fp32", "tflite_int8"):  # the web file is the float graph at batch 1
+        if key in ("tflite_fp32", "tflite_int8"):  # the web files are the same graphs at batch 1
             probabilities = predictor.predict(images)[1]
             strings = has_end_class(probabilities)
             metrics = (string_metrics if strings else error_metrics)(probabilities, labels)
@@ -275,9 +279,11 @@ def export(source, out, eval_size=None, calibration_size=CALIBRATION_SIZE, data_
         write_saved_model(model, folder / SAVED_MODEL)
         float_model = convert_float(folder / SAVED_MODEL)
         (folder / "model.tflite").write_bytes(float_model)
-        int8_model = convert_int8(folder / SAVED_MODEL, model, float_model, to_model_input(calibration))
+        calibration = to_model_input(calibration)
+        int8_model = convert_int8(folder / SAVED_MODEL, model, float_model, calibration)
         (folder / "model_int8.tflite").write_bytes(int8_model)
         (folder / "model_web.tflite").write_bytes(convert_web(model))
+        (folder / "model_web_int8.tflite").write_bytes(convert_web(model, calibration))
         if onnx:
             convert_onnx(folder / SAVED_MODEL, folder / ONNX_FILE)
         parity, test_error = compare_formats(folder, images, labels)
@@ -309,7 +315,7 @@ def export(source, out, eval_size=None, calibration_size=CALIBRATION_SIZE, data_
 def format_report(report, out):
     """A short plain-text summary of `export`'s report."""
     lines = [f"Exported {report['model']} to {out}:"]
-    lines += [f"  {file:<20} {size / 1e6:8.2f} MB" for file, size in report["file_bytes"].items()]
+    lines += [f"  {file:<22} {size / 1e6:6.2f} MB" for file, size in report["file_bytes"].items()]
     parity = report["parity_max_abs_diff"]
     lines.append(f"max |difference| from Keras on {parity['n_images']} test images:")
     for key, differences in parity.items():

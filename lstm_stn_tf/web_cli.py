@@ -26,6 +26,7 @@ from lstm_stn_tf.paths import atomic_directory, cache_dir, model_source, writing
 
 WEB_DIR = pathlib.Path(__file__).resolve().parent / "web"
 WEB_MODEL = "model_web.tflite"
+WEB_MODEL_INT8 = "model_web_int8.tflite"  # a quarter of the download, as model_int8.tflite is
 LITERTJS = "@litertjs/core"
 HOST = "127.0.0.1"  # the page and everything it loads; never another interface
 DEFAULT_MODEL = "lstm_stn"
@@ -52,6 +53,8 @@ def add_commands(subparsers):
                      help=f"a shipped model's name, an `lstm-stn export` folder or a static batch-1 .tflite file "
                      f"(default {DEFAULT_MODEL})")
     web.add_argument("--port", type=_port, default=DEFAULT_PORT, help=f"default {DEFAULT_PORT}; 0: any free port")
+    web.add_argument("--int8", action="store_true",
+                     help=f"run the export's {WEB_MODEL_INT8} (int8, a quarter of the size) instead of {WEB_MODEL}")
     web.set_defaults(handler=cmd_web)
 
 
@@ -65,10 +68,10 @@ def _port(text):
     return port
 
 
-def web_model(text):
-    """The `model_web.tflite` that the model argument `text` names: a shipped
-    model's name, an export folder or a `.tflite` file; a `UserError` saying how
-    to export it if there is none."""
+def web_model(text, int8=False):
+    """The `model_web.tflite` (with `int8`, `model_web_int8.tflite`) that the
+    model argument `text` names: a shipped model's name, an export folder or a
+    `.tflite` file; a `UserError` saying how to export it if there is none."""
     path = model_source(text)
     if path.suffix == ".tflite":
         if not path.is_file():
@@ -77,12 +80,13 @@ def web_model(text):
     folder = path.parent if path.suffix == ".keras" else path
     if not folder.is_dir():
         raise UserError(f"{folder}: no such folder; expected a shipped model's name, an export folder or a .tflite file.")
-    if not (folder / WEB_MODEL).is_file():
+    file = WEB_MODEL_INT8 if int8 else WEB_MODEL
+    if not (folder / file).is_file():
         raise UserError(
-            f"{folder}: no {WEB_MODEL}, the static batch-1 TFLite the page runs (exports made before it existed "
+            f"{folder}: no {file}, the static batch-1 TFLite the page runs (exports made before it existed "
             f"lack it); export it with `lstm-stn export {text} --out DIR`, then `lstm-stn web --model DIR`."
         )
-    return folder / WEB_MODEL
+    return folder / file
 
 
 def model_description(path):
@@ -111,7 +115,7 @@ def model_description(path):
             "shapes only, not the batch of model.tflite)."
         )
     return {
-        "name": path.parent.name if path.name == WEB_MODEL else path.stem,
+        "name": path.parent.name if path.name in (WEB_MODEL, WEB_MODEL_INT8) else path.stem,
         "image_size": image[1:3],
         "n_digits": shapes["digits"][1],
         "steps": shapes["transforms"][1],
@@ -214,11 +218,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         pass  # the terminal shows the URL; a line per file would bury it
 
 
-def start_server(model=DEFAULT_MODEL, port=DEFAULT_PORT, web_dir=WEB_DIR):
-    """A server of the page for `model` (as `--model`), bound to 127.0.0.1:`port`
+def start_server(model=DEFAULT_MODEL, port=DEFAULT_PORT, web_dir=WEB_DIR, int8=False):
+    """A server of the page for `model` (as `--model`, and `--int8`), bound to 127.0.0.1:`port`
     (0: any free port), not yet serving: call its `serve_forever()`; its URL is
     `server_url(server)`."""
-    site = Site(web_model(model), litertjs_modules(web_dir), web_dir)
+    site = Site(web_model(model, int8), litertjs_modules(web_dir), web_dir)
     try:
         server = http.server.ThreadingHTTPServer((HOST, port), _Handler)
     except OSError as error:
@@ -233,7 +237,7 @@ def server_url(server):
 
 
 def cmd_web(args):
-    server = start_server(args.model, args.port)
+    server = start_server(args.model, args.port, int8=args.int8)
     description = server.site.description
     print(f"Serving {description['name']} ({server.site.model_path}) at {server_url(server)}  (Ctrl-C stops it)",
           flush=True)

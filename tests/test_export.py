@@ -116,7 +116,7 @@ def test_export_json_records_sizes_parity_and_errors(exported):
     report = json.loads((out / "export.json").read_text())
     assert report["file_bytes"]["model.tflite"] == (out / "model.tflite").stat().st_size
     assert set(report["file_bytes"]) == {"model.keras", "saved_model", "model.tflite", "model_int8.tflite",
-                                         "model_web.tflite", "model.onnx"}
+                                         "model_web.tflite", "model_web_int8.tflite", "model.onnx"}
     parity = report["parity_max_abs_diff"]
     assert parity["saved_model_vs_keras"]["probabilities"] < 1e-5
     for key in ("tflite_fp32", "tflite_web", "onnx"):
@@ -151,6 +151,12 @@ def test_web_tflite_takes_one_image_and_matches_keras(exported, test_images):
     # Predictor reads a batch through it one image at a time.
     digits, probabilities, _ = Predictor(out / "model_web.tflite").predict(test_images[:5])
     assert np.abs(probabilities - model.predict(test_images[:5], verbose=0)).max() < 1e-5
+    # The int8 web file is model_int8.tflite's graph at batch 1.
+    int8 = Interpreter(model_path=str(out / "model_web_int8.tflite")).get_signature_runner(SIGNATURE)
+    assert list(int8.get_input_details()["image"]["shape_signature"]) == [1, CANVAS, CANVAS, 1]
+    _, int8_probabilities, _ = Predictor(out / "model_web_int8.tflite").predict(test_images[:5])
+    _, batch_int8_probabilities, _ = Predictor(out / "model_int8.tflite").predict(test_images[:5])
+    assert np.abs(int8_probabilities - batch_int8_probabilities).max() < 1e-5
 
 
 def test_onnx_model_keeps_names_and_any_batch_size(exported, test_images):

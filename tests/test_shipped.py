@@ -34,12 +34,13 @@ def test_shipped_model_reads_test_images_as_its_card_says(name, mnist):
     assert min(found["digit_centre_in_glimpse"]) > 0.98
 
 
-def test_the_default_model_ships_its_batch_one_web_file():
+def test_the_default_model_ships_its_batch_one_web_files():
     from ai_edge_litert.interpreter import Interpreter
 
     folder = shipped_models_dir() / "lstm_stn"
     report = json.loads((folder / "export.json").read_text())
-    assert report["file_bytes"]["model_web.tflite"] == (folder / "model_web.tflite").stat().st_size
     assert report["parity_max_abs_diff"]["tflite_web_vs_keras"]["probabilities"] < 1e-4
-    runner = Interpreter(model_path=str(folder / "model_web.tflite")).get_signature_runner("serving_default")
-    assert list(runner.get_input_details()["image"]["shape_signature"]) == [1, 100, 100, 1]
+    for file in ("model_web.tflite", "model_web_int8.tflite"):
+        assert report["file_bytes"][file] == (folder / file).stat().st_size
+        runner = Interpreter(model_path=str(folder / file)).get_signature_runner("serving_default")
+        assert list(runner.get_input_details()["image"]["shape_signature"]) == [1, 100, 100, 1]

@@ -36,9 +36,9 @@ STRINGS_CANVAS = (48, 96)  # the small strings model's
 
 
 @contextlib.contextmanager
-def _serving(folder):
+def _serving(folder, int8=False):
     """The page of the export `folder` on 127.0.0.1, any free port; yields its URL."""
-    server = web_cli.start_server(str(folder), port=0)
+    server = web_cli.start_server(str(folder), port=0, int8=int8)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         yield web_cli.server_url(server)
@@ -106,10 +106,10 @@ def _read_file(page, file):
     return result
 
 
-def _assert_reads_as_python(result, folder, file):
+def _assert_reads_as_python(result, folder, file, model_file=web_cli.WEB_MODEL):
     """The page's `result` for `file` is what `lstm-stn predict` feeds the model
-    of the export `folder` and what Python LiteRT reads there."""
-    predictor = Predictor(folder / web_cli.WEB_MODEL)
+    `model_file` of the export `folder` and what Python LiteRT reads there."""
+    predictor = Predictor(folder / model_file)
     _, images, _ = read_images(file, predictor.image_size)
     digits, probabilities, transforms = predictor.predict(images)
     np.testing.assert_allclose(np.reshape(result["input"], images.shape[1:3]), images[0, ..., 0], atol=1e-6)
@@ -144,6 +144,15 @@ def test_page_reads_files_as_python_litert_offline(page, server, export_folder, 
         assert page.inner_text("#string") == result["string"]
     outside = [url for url in page.requested if not url.startswith((server, "data:"))]
     assert not outside, f"requests beyond {server}: {outside}"
+
+
+def test_page_runs_the_int8_file_as_python_litert(browser, export_folder, tmp_path):
+    from lstm_stn_tf.data import load_split
+
+    images, _ = load_split("test", size=3)
+    with _serving(export_folder, int8=True) as url, _opened(browser, url) as page:
+        for file in _test_files(tmp_path, images)[1:]:
+            _assert_reads_as_python(_read_file(page, file), export_folder, file, web_cli.WEB_MODEL_INT8)
 
 
 def _ellipse(centre_x, centre_y, radius_x, radius_y, points=24):
