@@ -165,6 +165,29 @@ def _benchmark_spec(args, **overrides):
     return dict(BENCHMARKS[args.benchmark].key(), **{key: value for key, value in overrides.items() if value is not None})
 
 
+def _add_distribution_arguments(parser):
+    """Data-parallel training over devices and processes (train and reproduce; lstm_stn_tf.distributed)."""
+    from lstm_stn_tf.distributed import MODES
+
+    group = parser.add_argument_group(
+        "data-parallel training (docs/distributed.md); the processes' settings default to the environment's: "
+        "KERAS_DISTRIBUTION_JOB_ADDRESSES, KERAS_DISTRIBUTION_NUM_PROCESSES, KERAS_DISTRIBUTION_PROCESS_ID, "
+        "else SLURM_NTASKS, SLURM_PROCID")
+    group.add_argument("--distribute", default="auto", choices=MODES,
+                       help="auto (the default): data parallel over every device where there are several processes "
+                       "or accelerators, else one device as before; data_parallel: over every device, CPUs too; off")
+    group.add_argument("--coordinator", metavar="HOST:PORT", help="process 0's address, the same in every process")
+    group.add_argument("--num-processes", type=int, metavar="N", help="how many processes train the run (JAX)")
+    group.add_argument("--process-id", type=int, metavar="I", help="this process's number, 0 (the chief) to N-1")
+
+
+def _start_distribution(args):
+    """Starts the distribution `args` ask for (`distributed.setup`), before anything computes."""
+    from lstm_stn_tf import distributed
+
+    return distributed.setup(args.distribute, args.coordinator, args.num_processes, args.process_id)
+
+
 def _train_arguments(parser, demo=False):
     from lstm_stn_tf.training import TrainConfig
 
@@ -177,6 +200,7 @@ def _train_arguments(parser, demo=False):
         for flag in ("--n-digits", "--canvas-size", "--n-clutter", "--clutter-size"):
             parser.add_argument(flag, type=int, help="default: the benchmark's")
         _add_recipe_arguments(parser)
+        _add_distribution_arguments(parser)
     parser.add_argument("--epochs", type=int, default=defaults.epochs if demo else None,
                         help=f"default {defaults.epochs}" if demo else
                         f"default: the recipe's ({defaults.epochs} for the protocol, at most, with early stopping)")
@@ -227,12 +251,18 @@ def _print_metrics(metrics, run_dir=None):
 
 
 def cmd_train(args):
+    from lstm_stn_tf.errors import UserError
     from lstm_stn_tf.training import train
 
+    distribution = _start_distribution(args)
+    if distribution.multi_process and not (args.resume or args.run_dir):
+        raise UserError("several processes train one run: name its folder with --run-dir (the same in every "
+                        "process; the default's time stamp differs between them).")
     if args.resume:
         run_dir, config = args.resume, None
         given = {word.partition("=")[0] for word in _arguments if word.startswith("--")}
-        ignored = sorted(flag for flag in given if not "--resume".startswith(flag))  # also --res, abbreviated
+        kept = ("--resume", "--distribute", "--coordinator", "--num-processes", "--process-id")
+        ignored = sorted(flag for flag in given if not any(full.startswith(flag) for full in kept))  # --res too
         if ignored:
             print(f"lstm-stn: warning: --resume continues the run with the options of its config.json; "
                   f"ignored: {', '.join(ignored)}.", file=sys.stderr)
@@ -242,7 +272,7 @@ def cmd_train(args):
         run_dir = args.run_dir or _default_run_dir(config.model, config.seed)
     print(f"Run directory: {run_dir}")
     metrics = train(config, run_dir, resume=bool(args.resume), command=_command_line())
-    _print_metrics(metrics, run_dir)
+    _print_metrics(metrics, run_dir if distribution.is_chief else None)
 
 
 def cmd_evaluate(args):
@@ -299,6 +329,7 @@ def cmd_reproduce(args):
 
         print(write_table(args.results_dir, args.readme))
         return
+    _start_distribution(args)
     shard = parse_shard(args.shard) if args.shard is not None else None
     budget = dict(_speed_options(args), mnist_path=args.mnist, data_seed=args.data_seed,
                   **({"epochs": args.epochs} if args.epochs else {}))
@@ -352,6 +383,7 @@ def build_parser(command=None):
         _add_benchmark_argument(reproduce)
         _add_speed_arguments(reproduce)
         _add_recipe_arguments(reproduce)
+        _add_distribution_arguments(reproduce)
     reproduce.add_argument("--tag", help="added to the run names (<model>-seed<seed>-<tag>), to keep runs of "
                            "another variant or machine beside the protocol's")
     _add_data_arguments(reproduce)

@@ -16,6 +16,7 @@ import re
 import shutil
 import statistics
 
+from lstm_stn_tf import distributed
 from lstm_stn_tf.cli import portable_command
 from lstm_stn_tf.data import BENCHMARKS, ClutterSpec
 from lstm_stn_tf.errors import UserError
@@ -30,7 +31,7 @@ PUBLISHED = {  # single-digit test error, %, with the paper (shared/protocol.md)
 }
 RESULT_FIELDS = (
     "model", "seed", "best_epoch", "epochs_run", "stop_reason", "single_digit_error", "sequence_error",
-    "train_seconds", "seconds_per_epoch", "precision", "precision_reason", "machine", "command", "config",
+    "train_seconds", "seconds_per_epoch", "precision", "precision_reason", "machine", "distribution", "command", "config",
     # Per step (digit position): where the errors fall and where the glimpses look.
     "digit_error_by_position", "glimpse_centre_on_digit", "digit_centre_in_glimpse", "glimpse_extent_pixels",
 )
@@ -102,11 +103,14 @@ def reproduce(models, seeds, runs_dir="runs/reproduce", results_dir="results", c
         for seed in [seed for job_model, seed in jobs if job_model == model]:
             name = run_name(model, seed, tag, benchmark)
             run_dir = pathlib.Path(runs_dir) / name
-            resume = (run_dir / "config.json").exists()
+            # As the chief sees it: in a distributed run it may have started the run before another process looks.
+            resume = distributed.current().chief_decides((run_dir / "config.json").exists())
             config = None if resume else TrainConfig.from_recipe(model=model, seed=seed, **overrides)
             print(f"\n== {name}: {'resuming' if resume else 'starting'} in {run_dir}"
                   + (" (with the options it started with)" if resume else ""))
             metrics = train(config, run_dir, resume=resume, command=command)
+            if not distributed.is_chief():
+                continue  # the chief writes the results
             metrics["config"] = json.loads((run_dir / "config.json").read_text())
             result = portable_result({field: metrics.get(field) for field in result_fields(metrics)})
             with atomic_path(results_dir / f"{name}.json") as temporary:
@@ -114,7 +118,7 @@ def reproduce(models, seeds, runs_dir="runs/reproduce", results_dir="results", c
             with atomic_path(results_dir / "histories" / f"{name}.csv") as temporary:  # the curves, for docs
                 shutil.copyfile(run_dir / "history.csv", temporary)
             write_table(results_dir, readme)
-    return write_table(results_dir, readme)
+    return write_table(results_dir, readme) if distributed.is_chief() else readme_table(results_dir)
 
 
 def _mean_std(values):

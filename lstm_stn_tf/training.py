@@ -26,7 +26,7 @@ import keras
 from keras import ops
 
 from lstm_stn_tf.data import ClutterSpec, FreshClutterBatches, load_mnist, load_splits, make_input, split_digit_corners
-from lstm_stn_tf import machine
+from lstm_stn_tf import distributed, machine
 from lstm_stn_tf.errors import UserError
 from lstm_stn_tf.evaluation import evaluate_model, save_inference_model
 from lstm_stn_tf.losses import SmoothedSparseCrossentropy, StringCrossentropy
@@ -219,9 +219,10 @@ class BestModelKeeper(keras.callbacks.Callback):
     the time already spent into the time limit.
     """
 
-    def __init__(self, run_dir, patience, resumed_epochs=0, time_limit_seconds=None, resumed_seconds=0.0):
+    def __init__(self, run_dir, patience, resumed_epochs=0, time_limit_seconds=None, resumed_seconds=0.0, writes=True):
         super().__init__()
         self.run_dir = pathlib.Path(run_dir)
+        self.writes = writes  # False in the processes of a distributed run other than the chief
         self.patience = patience
         self.time_limit_seconds = time_limit_seconds
         self.seconds = resumed_seconds
@@ -255,9 +256,11 @@ class BestModelKeeper(keras.callbacks.Callback):
         if accuracy > self.best["val_accuracy"]:
             self.best = {"epoch": epoch, "val_accuracy": float(accuracy),
                          "val_loss": float(logs.get("val_loss", math.nan))}
-            save_inference_model(self.model, self.run_dir / "best.keras")
-            with atomic_path(self.run_dir / "best.json") as temporary:
-                temporary.write_text(json.dumps(self.best, indent=2))
+            if self.writes:
+                with distributed.current().local():
+                    save_inference_model(self.model, self.run_dir / "best.keras")
+                with atomic_path(self.run_dir / "best.json") as temporary:
+                    temporary.write_text(json.dumps(self.best, indent=2))
             self.wait = 0
         else:
             self.wait += 1
@@ -305,6 +308,7 @@ def _truncate_history(history, epochs):
 
 
 RUN_FILES = ("config.json", "history.csv", "best.keras", "best.json", "metrics.json")
+VALIDATION_BATCH = 500
 LOCK_NAME = ".lock"
 
 
@@ -367,13 +371,21 @@ def _read_config(config_path):
 
 class _RunBackup(keras.callbacks.BackupAndRestore):
     """`BackupAndRestore` whose failure to restore (a model or optimizer that
-    `config.json` no longer describes) is one `UserError`."""
+    `config.json` no longer describes) is one `UserError`.
 
-    def __init__(self, backup_dir, config_path):
+    In a distributed run every process restores the chief's backup, so all
+    continue from the same epoch with the same weights, and only the chief saves it.
+    """
+
+    def __init__(self, backup_dir, config_path, distribution=distributed.SINGLE):
         super().__init__(str(backup_dir), double_checkpoint=True, delete_checkpoint=False)
         self.config_path = config_path
+        self.distribution = distribution
 
     def on_train_begin(self, logs=None):
+        # The chief restores first: it may repair a backup its killing cut short.
+        if not self.distribution.is_chief:
+            self.distribution.barrier("backup restored by the chief")
         try:
             super().on_train_begin(logs)
         except (ValueError, KeyError):  # Keras's message lists whole weight arrays
@@ -381,6 +393,14 @@ class _RunBackup(keras.callbacks.BackupAndRestore):
                 f"{self.config_path} does not match the run's backup in {self.backup_dir}: its weights do not "
                 "fit the model config.json describes; restore the config.json the run started with."
             ) from None
+        finally:
+            if self.distribution.is_chief:
+                self.distribution.barrier("backup restored by the chief")
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.distribution.is_chief:
+            with self.distribution.local():  # saving creates variables (Keras's), which only the chief makes
+                super().on_epoch_end(epoch, logs)
 
 
 def train(config, run_dir, resume=False, verbose=None, command=None):
@@ -394,6 +414,9 @@ def train(config, run_dir, resume=False, verbose=None, command=None):
         verbose: passed to `model.fit`; default: a progress bar on a
             terminal, one line per epoch otherwise (logs, CI).
         command: the command line recorded in `metrics.json`.
+
+    Under a distributed run (`distributed.setup`) every process calls it alike;
+    the chief writes `run_dir`, which the others only read (when resuming).
     """
     run_dir = pathlib.Path(run_dir)
     if verbose is None:
@@ -401,6 +424,8 @@ def train(config, run_dir, resume=False, verbose=None, command=None):
     # Checked before the lock is taken, so a refused folder is left untouched.
     if resume and not (run_dir / "config.json").exists():
         raise UserError(f"{run_dir}: not a run directory (no config.json); nothing to resume.")
+    if not distributed.is_chief():  # the chief checks the folder, holds its lock and writes it
+        return _train_locked(config, run_dir, resume, verbose, command)
     if not resume:
         _check_new_run_dir(run_dir)
     with _run_lock(run_dir):
@@ -426,46 +451,58 @@ def _train_locked(config, run_dir, resume, verbose, command):
     # With fresh clutter the fixed training images are never read: not loaded, generated or cached.
     names = [split for split in config.sizes() if not (config.fresh_clutter and split == "train")]
     splits = load_splits(config.sizes(), config.data_seed, config.clutter_spec, config.mnist_path, names=names)
-    keras.utils.set_random_seed(config.seed)
-    model = compile_model(config.build_model(), config)
-    if not resume:
+    distribution = distributed.current()
+    for what, size, batch_size in (("training", config.train_size, config.batch_size),
+                                   ("validation", config.valid_size, VALIDATION_BATCH)):
+        distribution.check_batches(f"{what} ({size} images in batches of {batch_size})", size, batch_size)
+    if distribution.strategy != "none":
+        print("Distribution: {strategy} over {devices} devices in {processes} processes, a global batch of "
+              "{global_batch} ({per_device_batch:g} per device)".format(**distribution.describe(config.batch_size)))
+    keras.utils.set_random_seed(config.seed)  # the same weights in every process
+    with distribution.scope():
+        model = compile_model(config.build_model(), config)
+    if not resume and distribution.is_chief:
         with atomic_path(config_path) as temporary:
             temporary.write_text(json.dumps(dataclasses.asdict(config), indent=2))
 
     backup_dir = run_dir / "backup"
     done = _backup_epochs(backup_dir)
     history = run_dir / "history.csv"
-    _truncate_history(history, done)
+    if distribution.is_chief:
+        _truncate_history(history, done)
     keeper = BestModelKeeper(
         run_dir,
         config.patience,
         resumed_epochs=done,
         time_limit_seconds=None if config.time_limit_minutes is None else 60 * config.time_limit_minutes,
         resumed_seconds=sum(_epoch_seconds(_history_rows(history))),
+        writes=distribution.is_chief,
     )
     if done and keeper.early_stopped or done >= config.epochs or keeper.out_of_time:
         print(f"{run_dir}: training had already finished after {done} epochs.")
     else:
-        callbacks = [
-            keeper,
-            keras.callbacks.LearningRateScheduler(config.learning_rate_at),
-            keras.callbacks.CSVLogger(str(history), append=True),
-            # Kept until metrics.json is written: an interruption during the
-            # final test evaluation must not start the training again.
-            _RunBackup(backup_dir, config_path),
-        ]
-        if importlib.util.find_spec("tensorflow"):  # Keras writes its logs with tf.summary
+        callbacks = [keeper, keras.callbacks.LearningRateScheduler(config.learning_rate_at)]
+        if distribution.multi_process:  # after the keeper, whose stop it makes everyone's
+            callbacks.insert(1, distributed.StopTogether(distribution))
+        if distribution.is_chief:  # its row before the backup's epoch: a resumed run drops the rows after that
+            callbacks.append(keras.callbacks.CSVLogger(str(history), append=True))
+        # Kept until metrics.json is written: an interruption during the
+        # final test evaluation must not start the training again.
+        callbacks.append(_RunBackup(backup_dir, config_path, distribution))
+        if distribution.is_chief and importlib.util.find_spec("tensorflow"):  # Keras writes its logs with tf.summary
             callbacks.append(keras.callbacks.TensorBoard(str(run_dir / "logs")))
         valid_images, valid_labels = splits["valid"]
-        model.fit(
-            training_input(config, splits.get("train"), first_epoch=done),
-            validation_data=make_input(valid_images, valid_labels, batch_size=500),
-            epochs=config.epochs,
-            shuffle=False,  # the pipeline shuffles
-            callbacks=callbacks,
-            verbose=verbose,
-        )
-        if keeper.nan_epoch is not None:
+        with distribution.scope():
+            model.fit(
+                distribution.shard(training_input(config, splits.get("train"), first_epoch=done)),
+                validation_data=distribution.shard(make_input(valid_images, valid_labels, batch_size=VALIDATION_BATCH)),
+                epochs=config.epochs,
+                shuffle=False,  # the pipeline shuffles
+                callbacks=callbacks,
+                verbose=verbose,
+            )
+        distribution.barrier("trained")  # the chief's best.keras and history.csv are complete
+        if keeper.nan_epoch is not None and distribution.is_chief:
             # The backup holds the NaN weights: resuming from it is pointless.
             shutil.rmtree(backup_dir, ignore_errors=True)
             print(
@@ -476,8 +513,11 @@ def _train_locked(config, run_dir, resume, verbose, command):
             if keeper.best["epoch"] < 0:
                 raise UserError("the loss became NaN before any epoch finished; no model was kept.")
     epochs_done = len(_history_rows(history))
-    metrics = write_metrics(run_dir, config, splits["test"], command, keeper.stop_reason(epochs_done, config.epochs),
-                            precision_reason)
+    run = dict(command=command, stop_reason=keeper.stop_reason(epochs_done, config.epochs),
+               precision_reason=precision_reason, distribution=distribution.describe(config.batch_size))
+    if not distribution.is_chief:  # every process tests the same best.keras; the chief records it
+        return run_metrics(run_dir, config, splits["test"], **run)
+    metrics = write_metrics(run_dir, config, splits["test"], **run)
     shutil.rmtree(backup_dir, ignore_errors=True)
     return metrics
 
@@ -513,9 +553,10 @@ def _epoch_seconds(rows):
     return [value for value in seconds if math.isfinite(value)]
 
 
-def write_metrics(run_dir, config, test_split, command=None, stop_reason=None, precision_reason=None):
-    """Evaluates `best.keras` on the test split (`evaluate_model`: digit or string
-    metrics, as the model reads) and writes `metrics.json`."""
+def run_metrics(run_dir, config, test_split, command=None, stop_reason=None, precision_reason=None,
+                distribution=None):
+    """The metrics of `best.keras` on the test split (`evaluate_model`: digit or
+    string metrics, as the model reads) and of the run, as `metrics.json` holds them."""
     run_dir = pathlib.Path(run_dir)
     model = keras.saving.load_model(run_dir / "best.keras")
     corners = split_digit_corners("test", config.test_size, config.data_seed, config.clutter_spec)
@@ -535,8 +576,15 @@ def write_metrics(run_dir, config, test_split, command=None, stop_reason=None, p
         precision=config.precision,
         precision_reason=precision_reason,
         machine=machine.describe(),
+        distribution=distribution or distributed.SINGLE.describe(config.batch_size),
         command=command,
     )
-    with atomic_path(run_dir / "metrics.json") as temporary:
+    return metrics
+
+
+def write_metrics(run_dir, config, test_split, **run):
+    """Writes `metrics.json` (`run_metrics`, of which `run` are the keyword arguments); returns the metrics."""
+    metrics = run_metrics(run_dir, config, test_split, **run)
+    with atomic_path(pathlib.Path(run_dir) / "metrics.json") as temporary:
         temporary.write_text(json.dumps(metrics, indent=2))
     return metrics
