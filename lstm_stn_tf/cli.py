@@ -13,8 +13,10 @@ import sys
 # cosine spans them); validation on 5,000 images, the test error on the protocol's 10,000.
 # Half as many images ran 2x faster but read 1 digit in 10 wrong (docs/findings.md).
 DEMO = dict(recipe="fast", epochs=8, train_size=40_000, valid_size=5_000, steps_per_execution=10)
-# Modules that add subcommands: each has `add_commands(subparsers)`, and its
-# handlers take the parsed `args` (raising `UserError` for user mistakes).
+# Modules that add subcommands: each has `add_commands(subparsers, wanted)`, where
+# `wanted(name)` says whether command `name` runs, and so needs its arguments (some
+# import TensorFlow to build); its handlers take the parsed `args` (raising
+# `UserError` for user mistakes).
 COMMAND_MODULES = ("lstm_stn_tf.visualize_cli", "lstm_stn_tf.export_cli", "lstm_stn_tf.tune_cli", "lstm_stn_tf.web_cli")
 
 
@@ -404,7 +406,7 @@ def build_parser(command=None):
     import importlib
 
     for module in COMMAND_MODULES:
-        importlib.import_module(module).add_commands(commands)
+        importlib.import_module(module).add_commands(commands, wanted)
     return parser
 
 
@@ -420,7 +422,8 @@ def main(argv=None):
         print(f"lstm-stn: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("\nlstm-stn: interrupted; a training run continues with --resume RUN_DIR.", file=sys.stderr)
+        print("\nlstm-stn: interrupted; a training run continues with --resume RUN_DIR, a search (tune) by "
+              "running the same command again.", file=sys.stderr)
         return 130
     return 0
 

@@ -10,7 +10,7 @@ from lstm_stn_tf.predictor import BACKGROUNDS
 DEFAULT_MODEL = "lstm_stn"
 
 
-def add_commands(subparsers):
+def add_commands(subparsers, wanted):
     export = subparsers.add_parser(
         "export", help="SavedModel, TFLite float32 and int8 files for serving",
         description="Writes OUT/model.keras, OUT/saved_model/1/ (a SavedModel in TF Serving's layout: "

@@ -11,9 +11,7 @@ DEFAULT_EPOCHS = 10
 _TRIAL_FLAGS = ("--models", "--benchmark", "--tag")
 
 
-def add_commands(subparsers):
-    from lstm_stn_tf.tuning import DEFAULT_MAX_TRIALS, DEFAULT_SEARCH, ORACLES, SEARCH_SPACE
-
+def add_commands(subparsers, wanted):
     tune = subparsers.add_parser(
         "tune", help="search the named options with KerasTuner (resumable, distributed)",
         description="Searches named options (--search) with a KerasTuner oracle; each trial trains --epochs on "
@@ -24,6 +22,14 @@ def add_commands(subparsers):
         "with `lstm-stn reproduce --from-tune DIR/PROJECT --top K`. Options given below (--learning-rate, "
         "--option, ...) are fixed for every trial.",
     )
+    tune.set_defaults(handler=cmd_tune)
+    if wanted("tune"):  # its defaults come from the tuner's module, which imports KerasTuner and TensorFlow
+        _tune_arguments(tune)
+
+
+def _tune_arguments(tune):
+    from lstm_stn_tf.tuning import DEFAULT_MAX_TRIALS, DEFAULT_SEARCH, ORACLES, SEARCH_SPACE
+
     tune.add_argument("--model", default="lstm_stn", help="model name (lstm_stn, gru_stn, cnn_stn, cnn)")
     tune.add_argument("--search", metavar="NAMES",
                       help=f"comma-separated options to search, of {', '.join(SEARCH_SPACE)} (default "
@@ -51,7 +57,6 @@ def add_commands(subparsers):
     _add_speed_arguments(tune)
     _add_recipe_arguments(tune)
     _add_data_arguments(tune)
-    tune.set_defaults(handler=cmd_tune)
 
 
 def _search_names(text):

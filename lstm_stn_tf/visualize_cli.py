@@ -8,7 +8,7 @@ from lstm_stn_tf.errors import UserError
 MISTAKE_SEARCH_CHUNK = 500
 
 
-def add_commands(subparsers):
+def add_commands(subparsers, wanted):
     visualize = subparsers.add_parser(
         "visualize", help="draw where a model looks: attention boxes, glimpses, predictions",
         description="A grid of images with each step's attention box, the glimpses and the "

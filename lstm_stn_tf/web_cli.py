@@ -42,7 +42,7 @@ CONTENT_TYPES = {
 }
 
 
-def add_commands(subparsers):
+def add_commands(subparsers, wanted):
     web = subparsers.add_parser(
         "web", help="serve the page that reads digits in the browser (LiteRT.js, offline)",
         description="Serves a page on 127.0.0.1 where you draw digits or drop an image; the browser reads it with "

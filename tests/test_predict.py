@@ -276,11 +276,16 @@ def test_help_and_other_commands_do_not_build_the_training_options(monkeypatch, 
     def training_defaults(*args, **kwargs):
         raise AssertionError("imports lstm_stn_tf.training, and with it TensorFlow")
 
-    for name in ("_train_arguments", "_add_speed_arguments", "_add_recipe_arguments"):
-        monkeypatch.setattr(cli, name, training_defaults)
+    import importlib
+
+    # Also where a command module (tune's) took them by name from cli.
+    for module in [cli] + [importlib.import_module(name) for name in cli.COMMAND_MODULES]:
+        for name in ("_train_arguments", "_add_speed_arguments", "_add_recipe_arguments"):
+            if hasattr(module, name):
+                monkeypatch.setattr(module, name, training_defaults)
     with pytest.raises(SystemExit) as exited:
         cli.main(["--help"])
-    assert exited.value.code == 0 and "reproduce" in capsys.readouterr().out
+    assert exited.value.code == 0 and {"reproduce", "tune", "web"} <= set(capsys.readouterr().out.split())
     assert cli.build_parser("predict").parse_args(["predict", "x.png"]).files == ["x.png"]
     monkeypatch.undo()
     assert cli.build_parser("train").parse_args(["train", "--precision", "float32"]).precision == "float32"
