@@ -373,8 +373,9 @@ class _RunBackup(keras.callbacks.BackupAndRestore):
     """`BackupAndRestore` whose failure to restore (a model or optimizer that
     `config.json` no longer describes) is one `UserError`.
 
-    In a distributed run every process restores the chief's backup, so all
-    continue from the same epoch with the same weights, and only the chief saves it.
+    In a distributed run every process restores the chief's backup (together:
+    placing the weights is collective), so all continue from the same epoch with
+    the same weights, and only the chief saves it.
     """
 
     def __init__(self, backup_dir, config_path, distribution=distributed.SINGLE):
@@ -383,9 +384,6 @@ class _RunBackup(keras.callbacks.BackupAndRestore):
         self.distribution = distribution
 
     def on_train_begin(self, logs=None):
-        # The chief restores first: it may repair a backup its killing cut short.
-        if not self.distribution.is_chief:
-            self.distribution.barrier("backup restored by the chief")
         try:
             super().on_train_begin(logs)
         except (ValueError, KeyError):  # Keras's message lists whole weight arrays
@@ -393,9 +391,6 @@ class _RunBackup(keras.callbacks.BackupAndRestore):
                 f"{self.config_path} does not match the run's backup in {self.backup_dir}: its weights do not "
                 "fit the model config.json describes; restore the config.json the run started with."
             ) from None
-        finally:
-            if self.distribution.is_chief:
-                self.distribution.barrier("backup restored by the chief")
 
     def on_epoch_end(self, epoch, logs=None):
         if self.distribution.is_chief:
