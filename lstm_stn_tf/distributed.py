@@ -185,9 +185,9 @@ class Distribution:
 
     def describe(self, batch_size):
         """For `metrics.json` and the log: the strategy, processes, devices and batches."""
+        per_device = batch_size // self.devices if batch_size % self.devices == 0 else batch_size / self.devices
         return {"strategy": self.strategy, "backend": keras.backend.backend(), "processes": self.processes,
-                "devices": self.devices, "global_batch": batch_size,
-                "per_device_batch": batch_size // self.devices if batch_size % self.devices == 0 else batch_size / self.devices}
+                "devices": self.devices, "global_batch": batch_size, "per_device_batch": per_device}
 
 
 SINGLE = Distribution()
