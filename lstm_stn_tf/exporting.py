@@ -89,8 +89,9 @@ def convert_float(saved_model):
 
 
 def convert_web(model, calibration_images=None):
-    """The TFLite flatbuffer of `model` for batches of one image: float32, or
-    int8 calibrated on `calibration_images` (as `convert_int8`).
+    """The TFLite flatbuffers of `model` for batches of one image, by file name:
+    `model_web.tflite` (float32) and, given `calibration_images`,
+    `model_web_int8.tflite` (calibrated as `convert_int8`), from one trace.
 
     LiteRT.js refuses a dynamic batch at run time; converted from a
     dynamic-batch SavedModel with its input shape patched, the file reads
@@ -98,10 +99,11 @@ def convert_web(model, calibration_images=None):
     """
     with tempfile.TemporaryDirectory() as folder:
         write_saved_model(model, folder, batch_size=1)
-        float_model = convert_float(folder)
-        if calibration_images is None:
-            return float_model
-        return convert_int8(folder, model, float_model, calibration_images)
+        converted = {"model_web.tflite": convert_float(folder)}
+        if calibration_images is not None:
+            converted["model_web_int8.tflite"] = convert_int8(folder, model, converted["model_web.tflite"],
+                                                              calibration_images)
+        return converted
 
 
 def _check_onnx_installed():
@@ -282,8 +284,8 @@ def export(source, out, eval_size=None, calibration_size=CALIBRATION_SIZE, data_
         calibration = to_model_input(calibration)
         int8_model = convert_int8(folder / SAVED_MODEL, model, float_model, calibration)
         (folder / "model_int8.tflite").write_bytes(int8_model)
-        (folder / "model_web.tflite").write_bytes(convert_web(model))
-        (folder / "model_web_int8.tflite").write_bytes(convert_web(model, calibration))
+        for file, content in convert_web(model, calibration).items():
+            (folder / file).write_bytes(content)
         if onnx:
             convert_onnx(folder / SAVED_MODEL, folder / ONNX_FILE)
         parity, test_error = compare_formats(folder, images, labels)

@@ -27,7 +27,7 @@ def _every_format(model, folder, formats=FORMATS):
     files = {"keras": folder / "model.keras", "saved_model": folder / "saved_model", "tflite": folder / "model.tflite"}
     if "web_tflite" in formats:
         files["web_tflite"] = folder / "model_web.tflite"
-        files["web_tflite"].write_bytes(exporting.convert_web(model))
+        files["web_tflite"].write_bytes(exporting.convert_web(model)["model_web.tflite"])
     if "onnx" in formats:
         files["onnx"] = folder / "model.onnx"
         exporting.convert_onnx(folder / "saved_model", files["onnx"])

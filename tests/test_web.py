@@ -210,7 +210,7 @@ def test_page_reads_a_strings_model_up_to_its_end(browser, tmp_path):
     end.bias.assign(end.bias.numpy() - np.median(np.log(ends) - np.log1p(-ends)).astype("float32"))
     folder = tmp_path / "strings"
     folder.mkdir()
-    (folder / web_cli.WEB_MODEL).write_bytes(convert_web(model))  # as `lstm-stn export` converts it
+    (folder / web_cli.WEB_MODEL).write_bytes(convert_web(model)["model_web.tflite"])  # as `lstm-stn export` converts it
     lengths = set()
     with _serving(folder) as url, _opened(browser, url) as page:
         for index, image in enumerate(images):
