@@ -64,6 +64,12 @@ def _command_line():
     return portable_command(shlex.join(["lstm-stn"] + _arguments))
 
 
+def _given_options():
+    """The options of the running command line as typed: perhaps abbreviated, since
+    argparse takes any unique prefix of an option's name."""
+    return {word.partition("=")[0] for word in _arguments if word.startswith("--") and word != "--"}
+
+
 def _default_run_dir(model, seed):
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     return os.path.join("runs", f"{model}-seed{seed}-{stamp}")
@@ -262,7 +268,7 @@ def cmd_train(args):
                         "process; the default's time stamp differs between them).")
     if args.resume:
         run_dir, config = args.resume, None
-        given = {word.partition("=")[0] for word in _arguments if word.startswith("--")}
+        given = _given_options()
         kept = ("--resume", "--distribute", "--coordinator", "--num-processes", "--process-id")
         ignored = sorted(flag for flag in given if not any(full.startswith(flag) for full in kept))  # --res too
         if ignored:

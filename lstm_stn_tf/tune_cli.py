@@ -3,7 +3,7 @@
 import os
 
 from lstm_stn_tf.cli import (_add_benchmark_argument, _add_data_arguments, _add_recipe_arguments,
-                             _add_speed_arguments, _arguments, _benchmark_spec, _recipe_options, _speed_options)
+                             _add_speed_arguments, _benchmark_spec, _given_options, _recipe_options, _speed_options)
 from lstm_stn_tf.errors import UserError
 
 DEFAULT_EPOCHS = 10
@@ -108,9 +108,7 @@ def promote(args, shard, places, budget):
     from lstm_stn_tf.reproduce import reproduce, shard_jobs, write_table
     from lstm_stn_tf.tuning import promotions
 
-    given = [flag for flag in _TRIAL_FLAGS
-             if any(word != "--" and flag.startswith(word.partition("=")[0]) for word in _arguments
-                    if word.startswith("--"))]  # argparse took any abbreviation only if unique
+    given = [flag for flag in _TRIAL_FLAGS if any(flag.startswith(option) for option in _given_options())]
     if _recipe_options(args) != {"recipe": "protocol", "model_options": {}}:
         given.append("the recipe options")
     if given:
