@@ -11,11 +11,18 @@ models; the heavier submodules (data, training, ...) load on first use.
 
 import importlib
 import os
+import sys
 
 # Read when TensorFlow is first imported (by Keras, below, on its default backend):
 # it hides TensorFlow's C++ info and warning logs, such as its start-up note on the
 # CPU instructions it was not built for.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# TensorFlow turns its oneDNN kernels on by default only on CPUs with AVX-512 VNNI
+# or newer; elsewhere (AVX2) it runs Eigen's, which train these models about 1.6x
+# slower (docs/findings.md, issue 21). Read when TensorFlow loads; a user's own
+# setting, or a TensorFlow imported earlier, is left as it is.
+if "tensorflow" not in sys.modules:
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 from lstm_stn_tf._quiet_import import import_keras  # noqa: E402
 

@@ -102,6 +102,8 @@ def describe():
         "python": platform.python_version(),
     }
     backend = description["backend"]
+    if backend == "tensorflow":  # which kernels ran: Eigen's or oneDNN's (see lstm_stn_tf/__init__.py)
+        description["tf_enable_onednn_opts"] = os.environ.get("TF_ENABLE_ONEDNN_OPTS", "unset")
     if backend in ("tensorflow", "jax"):
         module = __import__(backend)
         description[backend] = module.__version__

@@ -1,5 +1,9 @@
 import dataclasses
+import os
+import subprocess
+import sys
 
+import keras
 import pytest
 
 from lstm_stn_tf import machine
@@ -62,6 +66,20 @@ def test_the_machine_description_names_the_cpu_and_its_flags(monkeypatch):
     assert description["cpu"] == "Intel(R) Xeon(R) Processor"
     assert description["cpu_flags"] == ["avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_tile"]
     assert description["backend"] in ("tensorflow", "jax") and description["keras"]
+
+
+def test_importing_the_package_turns_on_tensorflows_onednn_kernels_unless_told_otherwise():
+    # TensorFlow enables oneDNN only on AVX-512 VNNI and newer CPUs; on AVX2 its Eigen kernels train slower.
+    def setting(**env):
+        code = "import lstm_stn_tf, os; print(os.environ.get('TF_ENABLE_ONEDNN_OPTS'))"
+        environment = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"} | env
+        return subprocess.run([sys.executable, "-c", code], env=environment, capture_output=True,
+                              text=True, check=True).stdout.strip()
+
+    assert setting() == "1"
+    assert setting(TF_ENABLE_ONEDNN_OPTS="0") == "0"
+    if keras.backend.backend() == "tensorflow":
+        assert machine.describe()["tf_enable_onednn_opts"] == os.environ.get("TF_ENABLE_ONEDNN_OPTS", "unset")
 
 
 def test_the_fast_recipe_sets_its_values_and_overrides_win():

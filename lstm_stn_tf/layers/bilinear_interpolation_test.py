@@ -112,6 +112,25 @@ def test_gradient_reaches_the_image():
     assert gradient.sum() == pytest.approx(25.0, rel=1e-5)  # bilinear weights sum to one
 
 
+def test_training_samples_and_differentiates_as_inference_does():
+    # On TensorFlow, training runs the sampler XLA-compiled; it must be the same function.
+    import tensorflow as tf
+
+    image = tf.Variable(RNG.random((2, 30, 26, 2), dtype="float32"))
+    theta = tf.Variable(np.array([[rotation(0.4, 0.5, 0.2, -0.1), [1, 0, 1.5, 0, 1, 0]]] * 2, "float32"))
+    weights = RNG.random((2, 2, 9, 11, 2), dtype="float32")
+    grids, sampler = AffineGridGenerator((9, 11)), BilinearInterpolation()
+    results = []
+    for training in (False, True):
+        with tf.GradientTape() as tape:
+            out = sampler([image, grids(theta)], training=training)
+            total = tf.reduce_sum(out * weights)
+        results.append([out.numpy()] + [g.numpy() for g in tape.gradient(total, [theta, image])])
+    for plain, compiled in zip(*results):  # float32 sums in another order: equal to 1e-5 of the largest
+        np.testing.assert_allclose(compiled, plain, atol=1e-5 * np.abs(plain).max())
+    assert np.abs(results[0][1]).sum() > 0
+
+
 def test_mixed_precision_keeps_float32_coordinates():
     keras.config.set_dtype_policy("mixed_bfloat16")
     try:
