@@ -137,7 +137,8 @@ def main():
     description = machine.describe()
     report = "\n".join([
         f"Machine: {description['cpu']}, {description['cpu_count']} cores, flags {' '.join(description['cpu_flags'])}; "
-        f"TensorFlow {tf.__version__}, Keras {keras.__version__}; load average at the end {os.getloadavg()[0]:.1f}.",
+        f"TensorFlow {tf.__version__}, Keras {keras.__version__}, TF_ENABLE_ONEDNN_OPTS={description['tf_enable_onednn_opts']}; "
+        f"load average at the end {os.getloadavg()[0]:.1f}.",
         f"Command: `{'ONEDNN_MAX_CPU_ISA=' + os.environ['ONEDNN_MAX_CPU_ISA'] + ' ' if 'ONEDNN_MAX_CPU_ISA' in os.environ else ''}"
         f"python benchmarks/step_profile.py --precision {' '.join(args.precision)} --repeats {args.repeats} "
         f"--calls {args.calls}{' --out ' + args.out if args.out else ''}`",
