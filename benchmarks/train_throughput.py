@@ -58,6 +58,11 @@ def multiply_adds(layer, repeat=1):
     return int(total) * repeat
 
 
+def usable_cores():
+    """The cores this process may run on (`taskset` narrows them), which its peak is of."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
 def cpu_peak_flops(flops_per_cycle):
     mhz = 0.0
     try:
@@ -65,7 +70,7 @@ def cpu_peak_flops(flops_per_cycle):
             mhz = max(float(line.split(":")[1]) for line in handle if line.startswith("cpu MHz"))
     except (OSError, ValueError):
         pass
-    return os.cpu_count() * flops_per_cycle * mhz * 1e6, mhz
+    return usable_cores() * flops_per_cycle * mhz * 1e6, mhz
 
 
 def software():
@@ -194,7 +199,7 @@ def main():
     flops_per_cycle = fp32_flops_per_cycle(description)
     peak, mhz = cpu_peak_flops(flops_per_cycle)
     cpu = machine.accelerator() is None
-    print(f"machine: {description['cpu']}, {os.cpu_count()} cores at {mhz:.0f} MHz, flags "
+    print(f"machine: {description['cpu']}, {usable_cores()} of {os.cpu_count()} cores at {mhz:.0f} MHz, flags "
           f"{' '.join(description['cpu_flags']) or 'unknown'}; {software()}; "
           f"ONEDNN_MAX_CPU_ISA={os.environ.get('ONEDNN_MAX_CPU_ISA', 'unset')}, "
           f"TF_ENABLE_ONEDNN_OPTS={os.environ.get('TF_ENABLE_ONEDNN_OPTS', 'unset')}; "
