@@ -18,7 +18,7 @@ import sys
 # CPU instructions it was not built for.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # TensorFlow turns its oneDNN kernels on by default only on CPUs with AVX-512 VNNI
-# or newer; elsewhere (AVX2) it runs Eigen's, which train these models about 1.6x
+# or newer; elsewhere (AVX2) it runs Eigen's, which train these models about 1.5x
 # slower (docs/findings.md, issue 21). Read when TensorFlow loads; a user's own
 # setting, or a TensorFlow imported earlier, is left as it is.
 if "tensorflow" not in sys.modules:
