@@ -28,6 +28,14 @@ def shipped_models_dir():
     return installed if installed.is_dir() else package.parent / "export"
 
 
+# Names earlier releases shipped under, and the model that now stands in their place,
+# so that old code is told the new name rather than only the list.
+RETIRED_NAMES = {
+    "lstm_stn_warmup_fresh_clutter": "lstm_stn",  # renamed: the best recipe's model is the default
+    "lstm_stn_fresh_clutter": "lstm_stn",  # retired: the default is that recipe plus a warm-up
+}
+
+
 def shipped_model(name):
     """The `model.keras` of the shipped model `name`; a `UserError` naming the
     shipped models if there is none."""
@@ -35,9 +43,11 @@ def shipped_model(name):
     path = folder / name / "model.keras"
     if not path.exists():
         names = sorted(found.parent.name for found in folder.glob("*/model.keras"))
+        successor = RETIRED_NAMES.get(name)
+        hint = f" It is no longer shipped under that name: use {successor!r}." if successor in names else ""
         raise UserError(
             f"{name}: no shipped model of that name ({path} does not exist; shipped: "
-            f"{', '.join(names) or 'none'})."
+            f"{', '.join(names) or 'none'}).{hint}"
         )
     return path
 

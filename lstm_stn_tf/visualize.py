@@ -296,11 +296,21 @@ def glimpse_gif(model, image, path, label=None, frame_ms=900, last_frame_ms=2500
     return pathlib.Path(path)
 
 
+def _history_file(source):
+    """A run directory's `history.csv`, or for a finished run's results JSON
+    (`results/<run>.json`) the copy `reproduce` keeps, `results/histories/<run>.csv`."""
+    source = pathlib.Path(source)
+    if source.suffix == ".json":
+        return source.parent / "histories" / f"{source.stem}.csv"
+    return source / "history.csv"
+
+
 def read_history(run_dir):
-    """The rows of a run's `history.csv` as `{column: float array}`."""
-    history = pathlib.Path(run_dir) / "history.csv"
+    """The rows of a run's history (`_history_file`) as `{column: float array}`."""
+    history = _history_file(run_dir)
     if not history.exists():
-        raise UserError(f"{run_dir}: no history.csv; expected a run directory of `lstm-stn train`.")
+        raise UserError(f"{run_dir}: no {history.name}; expected a run directory of `lstm-stn train` "
+                        "or a results/<run>.json beside histories/<run>.csv.")
     with open(history) as handle:
         rows = list(csv.DictReader(handle))
     if not rows:
@@ -343,6 +353,49 @@ def plot_history(run_dir, out, dpi=100):
                            f"(epoch {int(epochs[best])})", fontsize=10)
     loss_ax.set_title(f"{pathlib.Path(run_dir).resolve().name}: {len(epochs)} epochs", fontsize=10)
     loss_ax.legend()
+    figure.tight_layout()
+    return _save(figure, out)
+
+
+def _train_size(source):
+    """The training images per epoch of a run directory or a results JSON."""
+    source = pathlib.Path(source)
+    config_file = source if source.suffix == ".json" else source / "config.json"
+    try:
+        config = json.loads(config_file.read_text())
+    except (OSError, ValueError) as error:
+        raise UserError(f"{source}: cannot read its config ({error}).") from None
+    return config.get("config", config)["train_size"]  # a results JSON nests the run's config
+
+
+def validation_curves(sources):
+    """`{run name: (training images seen after each epoch, validation single-digit
+    error in %)}` of run directories or results JSONs."""
+    curves = {}
+    for source in sources:
+        history = read_history(source)
+        if "val_accuracy" not in history:
+            raise UserError(f"{source}: its history has no validation accuracy to plot.")
+        name = pathlib.Path(source).resolve().with_suffix("").name
+        curves[name] = ((history["epoch"] + 1) * _train_size(source), 100 * (1 - history["val_accuracy"]))
+    return curves
+
+
+def plot_validation_curves(sources, out, dpi=100):
+    """The validation error of several runs against the training images each had
+    seen (`validation_curves`), so that recipes of different epochs and epoch
+    sizes compare on one axis."""
+    figure = _new_figure((8, 4.5), dpi)
+    ax = figure.add_subplot(1, 1, 1)
+    for name, (images, errors) in validation_curves(sources).items():
+        ax.plot(images / 1e6, errors, marker="o", markersize=2, label=f"{name} (best {np.nanmin(errors):.2f} %)")
+    ax.set_xlabel("training images seen (millions)")
+    ax.set_ylabel("validation single-digit error (%)")
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(LogFormatter(labelOnlyBase=False))
+    ax.yaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(1.5, 0.5)))
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=9)
     figure.tight_layout()
     return _save(figure, out)
 

@@ -27,12 +27,15 @@ def add_commands(subparsers, wanted):
     visualize.set_defaults(handler=cmd_visualize)
 
     plot = subparsers.add_parser(
-        "plot", help="training curves and the confusion matrix of a run",
-        description="Writes history.png (loss and error per epoch, from history.csv) and "
-        "confusion.png (from metrics.json, once the run has finished).",
+        "plot", help="training curves and the confusion matrix of a run; several runs' curves side by side",
+        description="For one run, writes history.png (loss and error per epoch, from history.csv) and "
+        "confusion.png (from metrics.json, once the run has finished). For several, writes "
+        "validation.png: each one's validation error against the training images it had seen.",
     )
-    plot.add_argument("run_dir", help="a run directory of `lstm-stn train`")
-    plot.add_argument("--out-dir", help="where the PNGs go (default: the run directory)")
+    plot.add_argument("run_dir", nargs="+", metavar="RUN",
+                      help="a run directory of `lstm-stn train`; with several, also a results/<run>.json of "
+                      "`lstm-stn reproduce` (its history is results/histories/<run>.csv)")
+    plot.add_argument("--out-dir", help="where the PNGs go (default: the run directory; required for several)")
     plot.set_defaults(handler=cmd_plot)
 
 
@@ -96,7 +99,13 @@ def cmd_visualize(args):
 def cmd_plot(args):
     from lstm_stn_tf import visualize
 
-    run_dir = pathlib.Path(args.run_dir).expanduser()
+    if len(args.run_dir) > 1:
+        if not args.out_dir:
+            raise UserError("several runs: give --out-dir, the folder for validation.png.")
+        sources = [pathlib.Path(source).expanduser() for source in args.run_dir]
+        print(f"Written to {visualize.plot_validation_curves(sources, pathlib.Path(args.out_dir) / 'validation.png')}")
+        return
+    run_dir = pathlib.Path(args.run_dir[0]).expanduser()
     if not run_dir.is_dir():
         raise UserError(f"{run_dir}: no such run directory.")
     out_dir = pathlib.Path(args.out_dir) if args.out_dir else run_dir

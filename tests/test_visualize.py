@@ -144,6 +144,26 @@ def test_plot_command(tmp_path, capsys):
     assert "no metrics.json yet" in capsys.readouterr().out
 
 
+def test_plot_sets_runs_side_by_side_by_the_training_images_they_saw(tmp_path, capsys):
+    _write_run(tmp_path / "short", epochs=3)
+    (tmp_path / "short" / "config.json").write_text(json.dumps({"train_size": 1000}))
+    _write_run(tmp_path / "finished", epochs=4)  # as `reproduce` keeps it: results/<run>.json, histories/<run>.csv
+    (tmp_path / "results" / "histories").mkdir(parents=True)
+    (tmp_path / "finished" / "history.csv").rename(tmp_path / "results" / "histories" / "long.csv")
+    (tmp_path / "results" / "long.json").write_text(json.dumps({"config": {"train_size": 3000}}))
+    sources = [tmp_path / "short", tmp_path / "results" / "long.json"]
+
+    curves = visualize.validation_curves(sources)
+    assert list(curves) == ["short", "long"]
+    np.testing.assert_array_equal(curves["short"][0], [1000, 2000, 3000])
+    np.testing.assert_array_equal(curves["long"][0], [3000, 6000, 9000, 12000])
+    np.testing.assert_allclose(curves["long"][1], [100 * (0.8 / n - 0.02) for n in (1, 2, 3, 4)])
+    assert cli.main(["plot", *map(str, sources), "--out-dir", str(tmp_path / "figures")]) == 0
+    assert Image.open(tmp_path / "figures" / "validation.png").size == (800, 450)
+    assert cli.main(["plot", *map(str, sources)]) == 2
+    assert "give --out-dir" in capsys.readouterr().err
+
+
 def test_plot_refuses_what_is_not_a_run(tmp_path, capsys):
     assert cli.main(["plot", str(tmp_path / "missing")]) == 2
     assert cli.main(["plot", str(tmp_path)]) == 2
