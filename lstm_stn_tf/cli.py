@@ -134,6 +134,7 @@ def _add_recipe_arguments(parser):
     group.add_argument("--optimizer", choices=list(OPTIMIZERS),
                        help=f"default {defaults.optimizer} (the protocol's); both clip gradients as the protocol does")
     group.add_argument("--learning-rate", type=float, help=f"default {defaults.learning_rate:g} (the protocol's)")
+    group.add_argument("--batch-size", type=int, help=f"default {defaults.batch_size} (the protocol's)")
     group.add_argument("--schedule", choices=list(SCHEDULES),
                        help="step (the protocol's decay, the default) or cosine (to zero at the last epoch)")
     group.add_argument("--weight-decay", type=float, help="AdamW's weight decay (default 0)")
@@ -148,7 +149,8 @@ def _add_recipe_arguments(parser):
 
 def _recipe_options(args):
     """The recipe's name and the options given on the command line (the others keep the recipe's values)."""
-    given = dict(optimizer=args.optimizer, learning_rate=args.learning_rate, schedule=args.schedule,
+    given = dict(optimizer=args.optimizer, learning_rate=args.learning_rate, batch_size=args.batch_size,
+                 schedule=args.schedule,
                  weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs,
                  label_smoothing=args.label_smoothing, fresh_clutter=args.fresh_clutter)
     options = {key: value for key, value in given.items() if value is not None}
@@ -216,7 +218,8 @@ def _train_arguments(parser, demo=False):
     parser.add_argument("--train-size", type=int, default=defaults.train_size)
     parser.add_argument("--valid-size", type=int, default=defaults.valid_size)
     parser.add_argument("--test-size", type=int, default=defaults.test_size)
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    if demo:  # train takes it with the recipe options
+        parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
     _add_speed_arguments(parser, defaults)
     parser.add_argument("--run-dir", help="where the run is written (default runs/<model>-seed<seed>-<time>)")
     _add_data_arguments(parser)
@@ -225,7 +228,7 @@ def _train_arguments(parser, demo=False):
 def _config_from(args):
     from lstm_stn_tf.training import TrainConfig
 
-    options = dict(recipe=DEMO["recipe"])
+    options = dict(recipe=DEMO["recipe"], batch_size=args.batch_size)
     if not args.demo:
         options = dict(
             model=args.model,
@@ -239,7 +242,6 @@ def _config_from(args):
     return TrainConfig.from_recipe(
         seed=args.seed,
         data_seed=args.data_seed,
-        batch_size=args.batch_size,
         train_size=args.train_size,
         valid_size=args.valid_size,
         test_size=args.test_size,

@@ -50,7 +50,6 @@ def _tune_arguments(tune):
     tune.add_argument("--seed", type=int, default=0, help="weight initialisation, shuffling and oracle seed")
     tune.add_argument("--train-size", type=int, default=60_000, help="training images per epoch (default 60,000)")
     tune.add_argument("--valid-size", type=int, default=10_000, help="validation images (default 10,000)")
-    tune.add_argument("--batch-size", type=int, default=100)
     _add_benchmark_argument(tune)
     for flag in ("--n-digits", "--canvas-size", "--n-clutter", "--clutter-size"):
         tune.add_argument(flag, type=int, help="default: the benchmark's")
@@ -80,7 +79,7 @@ def cmd_tune(args):
     if both:
         raise UserError(f"{', '.join(both)}: both fixed (by a flag or --option) and searched; drop one.")
     config = TrainConfig.from_recipe(
-        model=args.model, seed=args.seed, data_seed=args.data_seed, epochs=args.epochs, batch_size=args.batch_size,
+        model=args.model, seed=args.seed, data_seed=args.data_seed, epochs=args.epochs,
         train_size=args.train_size, valid_size=args.valid_size, mnist_path=args.mnist,
         spec=_benchmark_spec(args, n_digits=args.n_digits, canvas_size=args.canvas_size, n_clutter=args.n_clutter,
                              clutter_size=args.clutter_size),

@@ -95,6 +95,16 @@ def test_bad_recipe_options_are_refused(options, message):
         TrainConfig(**options)
 
 
+@pytest.mark.parametrize("command", ["train", "reproduce", "tune", "demo"])
+def test_batch_size_is_an_option_of_every_training_command(command):
+    args = cli.build_parser(command).parse_args([command, "--batch-size", "50"])
+    given = cli._config_from(args).batch_size if command in ("train", "demo") else cli._recipe_options(args)["batch_size"]
+    assert given == 50
+    if command == "train":
+        assert cli._config_from(cli.build_parser(command).parse_args([command])).batch_size == 100
+        assert variant(dict(dataclasses.asdict(cli._config_from(args)), precision="float32")) == "batch_size=50"
+
+
 def test_no_clipping_flag_turns_off_both_stages():
     args = cli.build_parser().parse_args(["train", "--no-clipping"])
     config = cli._config_from(args)
