@@ -318,6 +318,14 @@ def read_history(run_dir):
     return {column: np.array([float(row[column] or "nan") for row in rows]) for column in rows[0]}
 
 
+def _log_error_axis(ax):
+    """Errors fall by orders of magnitude; a log axis keeps the late epochs readable, with
+    plain numbers (20, 30, 60) rather than 2 x 10^1 and minor ticks labelled where there is room."""
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(LogFormatter(labelOnlyBase=False))
+    ax.yaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(1.5, 0.5)))
+
+
 def plot_history(run_dir, out, dpi=100):
     """Training and validation loss and single-digit error per epoch, from `history.csv`.
 
@@ -340,11 +348,7 @@ def plot_history(run_dir, out, dpi=100):
         ax.grid(alpha=0.3)
         if len(epochs) > 1:
             ax.set_xlim(epochs[0], epochs[-1])
-    # Errors fall by orders of magnitude; a log axis keeps the late epochs readable.
-    error_ax.set_yscale("log")
-    # Plain numbers (20, 30, 60) rather than 2 x 10^1; minor ticks labelled where there is room.
-    error_ax.yaxis.set_major_formatter(LogFormatter(labelOnlyBase=False))
-    error_ax.yaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(1.5, 0.5)))
+    _log_error_axis(error_ax)
     if "val_accuracy" in history:
         best = int(np.nanargmax(history["val_accuracy"]))
         for ax in (loss_ax, error_ax):
@@ -391,9 +395,7 @@ def plot_validation_curves(sources, out, dpi=100):
         ax.plot(images / 1e6, errors, marker="o", markersize=2, label=f"{name} (best {np.nanmin(errors):.2f} %)")
     ax.set_xlabel("training images seen (millions)")
     ax.set_ylabel("validation single-digit error (%)")
-    ax.set_yscale("log")
-    ax.yaxis.set_major_formatter(LogFormatter(labelOnlyBase=False))
-    ax.yaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(1.5, 0.5)))
+    _log_error_axis(ax)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=9)
     figure.tight_layout()
