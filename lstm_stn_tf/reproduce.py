@@ -10,6 +10,7 @@ by their string errors.
 Checkpoints stay in the run directories, out of git.
 """
 
+import collections
 import json
 import pathlib
 import re
@@ -208,19 +209,35 @@ def _finished(results, variants):
     return [result for result, _ in kept], [changes for _, changes in kept]
 
 
+def _is_protocol(changes):
+    """Whether a variant (`variant`) is its benchmark's protocol, in whichever precision it ran."""
+    return all(part in BENCHMARKS or part.startswith("precision=") for part in changes.split(", ") if part != "protocol")
+
+
+def _headline(results, variants):
+    """The README's runs: finished ones (early stopping or their epoch budget) of each model's
+    protocol and of every variant run on 2 seeds or more; one-seed trials stay in `FULL_TABLES`."""
+    results, variants = _finished(results, variants)
+    seeds = collections.Counter((result["model"], changes) for result, changes in zip(results, variants))
+    kept = [(result, changes) for result, changes in zip(results, variants)
+            if _is_protocol(changes) or seeds[result["model"], changes] >= 2]
+    return [result for result, _ in kept], [changes for _, changes in kept]
+
+
 def readme_table(results_dir="results"):
-    """The README's tables: finished runs only (early stopping or their epoch budget), mean ± std;
-    the digit strings' in a table of their own, where there are any."""
+    """The README's tables (`_headline`), mean ± std; the digit strings' in a table of their own,
+    where there are any."""
     digits, strings = _load_results(results_dir)
     lines = [
         "Test errors (%) on the protocol's 10,000 test images at the best-validation epoch, mean ± std over",
-        "seeds, of runs that ended by early stopping or their stated epoch budget; runs cut by a time limit",
-        f"and every run's command, machine and cost are in [{FULL_TABLES}]({FULL_TABLES}).",
+        "seeds: each model's protocol and the variants run on 2 seeds or more, ended by early stopping or",
+        "their epoch budget. One-seed trials, runs cut by a time limit, and every run's command, machine and",
+        f"cost are in [{FULL_TABLES}]({FULL_TABLES}).",
         "",
-        *_summary(*_finished(*digits)),
+        *_summary(*_headline(*digits)),
     ]
-    if _finished(*strings)[0]:
-        lines += ["", STRINGS_HEADING, "", *_summary(*_finished(*strings), STRING_COLUMNS)]
+    if _headline(*strings)[0]:
+        lines += ["", STRINGS_HEADING, "", *_summary(*_headline(*strings), STRING_COLUMNS)]
     return "\n".join(lines) + "\n"
 
 

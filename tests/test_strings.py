@@ -376,3 +376,20 @@ def test_strings_results_are_named_and_tabled_apart(tmp_path):
         assert digits_part.rstrip("\n") == before.rstrip("\n")  # the digits' tables as they were
         assert "| cnn | strings | 1 | 20.00 | 10.00 | 90.00 |" in strings_part
     assert "| cnn | strings | 0 | 1 | 1 | epochs | 20.00 | 10.00 | 90.00 | 1 min |" in full
+
+
+def test_the_readme_table_keeps_protocols_and_variants_of_several_seeds(tmp_path):
+    protocol = dataclasses.asdict(TrainConfig(precision="mixed_bfloat16"))
+    trial = dict(protocol, label_smoothing=0.1)
+    variant_ = dict(protocol, warmup_epochs=5)
+    results = tmp_path / "results"
+    results.mkdir()
+    for name, model, config, seed in (("cnn-seed0", "cnn", protocol, 0), ("lstm_stn-seed0-ls", "lstm_stn", trial, 0),
+                                      ("lstm_stn-seed0-wu", "lstm_stn", variant_, 0),
+                                      ("lstm_stn-seed1-wu", "lstm_stn", variant_, 1)):
+        (results / f"{name}.json").write_text(json.dumps(dict(
+            _result(model, config, single_digit_error=0.02, sequence_error=0.06), seed=seed)))
+    readme, full = readme_table(results), results_tables(results)
+    assert "| cnn | precision=mixed_bfloat16 | 1 |" in readme  # a protocol, whatever its precision
+    assert "| lstm_stn | precision=mixed_bfloat16, warmup_epochs=5 | 2 |" in readme
+    assert "label_smoothing" not in readme and "| lstm_stn | label_smoothing=0.1, precision=mixed_bfloat16 | 1 |" in full
