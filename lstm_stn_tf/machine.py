@@ -92,21 +92,24 @@ def describe():
     import keras
 
     flags = cpu_flags()
+    backend = keras.backend.backend()
     description = {
-        "device": accelerator() or "CPU",
+        "device": None,
         "cpu": cpu_model(),
         "cpu_flags": [flag for flag in REPORTED_FLAGS if flag in flags],
         "cpu_count": os.cpu_count(),
-        "backend": keras.backend.backend(),
+        "backend": backend,
         "keras": keras.__version__,
         "python": platform.python_version(),
     }
-    backend = description["backend"]
     if backend == "tensorflow":  # which kernels ran: Eigen's or oneDNN's (see lstm_stn_tf/__init__.py)
         description["tf_enable_onednn_opts"] = os.environ.get("TF_ENABLE_ONEDNN_OPTS", "unset")
     if backend in ("tensorflow", "jax"):
-        module = __import__(backend)
-        description[backend] = module.__version__
-        if backend == "jax":
-            description["device"] = ", ".join(sorted({d.device_kind for d in module.devices()}))
+        description[backend] = __import__(backend).__version__
+    if backend == "jax":  # the kinds of JAX's devices name them better than their platform
+        import jax
+
+        description["device"] = ", ".join(sorted({d.device_kind for d in jax.devices()}))
+    else:
+        description["device"] = accelerator() or "CPU"
     return description
