@@ -93,8 +93,14 @@ def describe():
 
     flags = cpu_flags()
     backend = keras.backend.backend()
+    if backend == "jax":  # the kinds of JAX's devices name them better than their platform
+        import jax
+
+        device = ", ".join(sorted({d.device_kind for d in jax.devices()}))
+    else:
+        device = accelerator() or "CPU"
     description = {
-        "device": None,
+        "device": device,
         "cpu": cpu_model(),
         "cpu_flags": [flag for flag in REPORTED_FLAGS if flag in flags],
         "cpu_count": os.cpu_count(),
@@ -106,10 +112,4 @@ def describe():
         description["tf_enable_onednn_opts"] = os.environ.get("TF_ENABLE_ONEDNN_OPTS", "unset")
     if backend in ("tensorflow", "jax"):
         description[backend] = __import__(backend).__version__
-    if backend == "jax":  # the kinds of JAX's devices name them better than their platform
-        import jax
-
-        description["device"] = ", ".join(sorted({d.device_kind for d in jax.devices()}))
-    else:
-        description["device"] = accelerator() or "CPU"
     return description

@@ -204,11 +204,6 @@ def _summary(results, variants, columns=DIGIT_COLUMNS):
     return lines
 
 
-def _finished(results, variants):
-    kept = [(result, changes) for result, changes in zip(results, variants) if result.get("stop_reason") in FINISHED]
-    return [result for result, _ in kept], [changes for _, changes in kept]
-
-
 def _is_protocol(changes):
     """Whether a variant (`variant`) is its benchmark's protocol, in whichever precision it ran."""
     return all(part in BENCHMARKS or part.startswith("precision=") for part in changes.split(", ") if part != "protocol")
@@ -217,10 +212,9 @@ def _is_protocol(changes):
 def _headline(results, variants):
     """The README's runs: finished ones (early stopping or their epoch budget) of each model's
     protocol and of every variant run on 2 seeds or more; one-seed trials stay in `FULL_TABLES`."""
-    results, variants = _finished(results, variants)
-    seeds = collections.Counter((result["model"], changes) for result, changes in zip(results, variants))
-    kept = [(result, changes) for result, changes in zip(results, variants)
-            if _is_protocol(changes) or seeds[result["model"], changes] >= 2]
+    finished = [(result, changes) for result, changes in zip(results, variants) if result.get("stop_reason") in FINISHED]
+    seeds = collections.Counter((result["model"], changes) for result, changes in finished)
+    kept = [(result, changes) for result, changes in finished if _is_protocol(changes) or seeds[result["model"], changes] >= 2]
     return [result for result, _ in kept], [changes for _, changes in kept]
 
 
@@ -236,8 +230,9 @@ def readme_table(results_dir="results"):
         "",
         *_summary(*_headline(*digits)),
     ]
-    if _headline(*strings)[0]:
-        lines += ["", STRINGS_HEADING, "", *_summary(*_headline(*strings), STRING_COLUMNS)]
+    strings = _headline(*strings)
+    if strings[0]:
+        lines += ["", STRINGS_HEADING, "", *_summary(*strings, STRING_COLUMNS)]
     return "\n".join(lines) + "\n"
 
 

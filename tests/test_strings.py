@@ -382,12 +382,12 @@ def test_strings_results_are_named_and_tabled_apart(tmp_path):
 def test_the_readme_table_keeps_protocols_and_variants_of_several_seeds(tmp_path):
     protocol = dataclasses.asdict(TrainConfig(precision="mixed_bfloat16"))
     trial = dict(protocol, label_smoothing=0.1)
-    variant_ = dict(protocol, warmup_epochs=5)
+    warmup = dict(protocol, warmup_epochs=5)
     results = tmp_path / "results"
     results.mkdir()
     for name, model, config, seed in (("cnn-seed0", "cnn", protocol, 0), ("lstm_stn-seed0-ls", "lstm_stn", trial, 0),
-                                      ("lstm_stn-seed0-wu", "lstm_stn", variant_, 0),
-                                      ("lstm_stn-seed1-wu", "lstm_stn", variant_, 1)):
+                                      ("lstm_stn-seed0-wu", "lstm_stn", warmup, 0),
+                                      ("lstm_stn-seed1-wu", "lstm_stn", warmup, 1)):
         (results / f"{name}.json").write_text(json.dumps(dict(
             _result(model, config, single_digit_error=0.02, sequence_error=0.06), seed=seed)))
     readme, full = readme_table(results), results_tables(results)
