@@ -142,6 +142,9 @@ def _add_recipe_arguments(parser):
     group.add_argument("--label-smoothing", type=float, help="default 0")
     group.add_argument("--fresh-clutter", action="store_true", default=None,
                        help="new training images from the same training digits every epoch (augmentation)")
+    group.add_argument("--placement-warmup-epochs", type=int, metavar="EPOCHS",
+                       help="with fresh clutter: the training strings start near the left edge (centred ones "
+                       "with less jitter) and spread to the benchmark's placement over this many epochs (default 0)")
     group.add_argument("--no-clipping", action="store_true",
                        help=f"no gradient clipping (the protocol clips each element to {defaults.clip_value:g}, "
                        f"then the global norm to {defaults.clip_global_norm:g})")
@@ -152,7 +155,8 @@ def _recipe_options(args):
     given = dict(optimizer=args.optimizer, learning_rate=args.learning_rate, batch_size=args.batch_size,
                  schedule=args.schedule,
                  weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs,
-                 label_smoothing=args.label_smoothing, fresh_clutter=args.fresh_clutter)
+                 label_smoothing=args.label_smoothing, fresh_clutter=args.fresh_clutter,
+                 placement_warmup_epochs=args.placement_warmup_epochs)
     options = {key: value for key, value in given.items() if value is not None}
     if args.no_clipping:
         options.update(clip_value=None, clip_global_norm=None)

@@ -95,6 +95,9 @@ class TrainConfig:
     warmup_epochs: int = 0  # linear learning-rate warm-up over this many epochs
     label_smoothing: float = 0.0
     fresh_clutter: bool = False  # new training images from the same digits every epoch
+    # With fresh clutter: the training strings start near the left edge and spread
+    # to the benchmark's placement over this many epochs (`FreshClutterBatches`).
+    placement_warmup_epochs: int = 0
 
     def __post_init__(self):
         if self.precision not in PRECISIONS:
@@ -109,7 +112,8 @@ class TrainConfig:
             raise UserError(f"weight_decay={self.weight_decay!r} needs optimizer='adamw' (RMSprop has no decoupled decay).")
         for name in ("epochs", "batch_size", "train_size", "valid_size", "test_size", "patience", "steps_per_execution"):
             _check_number(name, getattr(self, name), integer=True)
-        _check_number("warmup_epochs", self.warmup_epochs, integer=True, minimum=0)
+        for name in ("warmup_epochs", "placement_warmup_epochs"):
+            _check_number(name, getattr(self, name), integer=True, minimum=0)
         for name in ("seed", "data_seed"):  # numpy's and Keras's generators take no negative seed
             _check_number(name, getattr(self, name), integer=True, minimum=0)
         _check_number("learning_rate", self.learning_rate)
@@ -120,6 +124,9 @@ class TrainConfig:
         _check_number("label_smoothing", self.label_smoothing, minimum=0, below=1)
         if not isinstance(self.fresh_clutter, bool):
             raise UserError(f"fresh_clutter={self.fresh_clutter!r}: expected true or false.")
+        if self.placement_warmup_epochs and not self.fresh_clutter:
+            raise UserError(f"placement_warmup_epochs={self.placement_warmup_epochs} needs fresh_clutter: "
+                            "the fixed training images cannot change where their strings sit.")
         self.spec = ClutterSpec(**self.spec).key()
 
     @classmethod
@@ -525,7 +532,8 @@ def training_input(config, train_split, first_epoch=0):
     if config.fresh_clutter:
         digits, digit_labels = load_mnist(config.mnist_path)["train"]
         return FreshClutterBatches(digits, digit_labels, config.train_size, seed=(config.data_seed, config.seed),
-                                   spec=config.clutter_spec, batch_size=config.batch_size, first_epoch=first_epoch)
+                                   spec=config.clutter_spec, batch_size=config.batch_size, first_epoch=first_epoch,
+                                   placement_warmup_epochs=config.placement_warmup_epochs)
     images, labels = train_split
     return make_input(images, labels, config.batch_size, shuffle=True, seed=config.seed, first_epoch=first_epoch)
 

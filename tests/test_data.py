@@ -125,7 +125,8 @@ def test_generator_speed(mnist):
 @pytest.mark.parametrize(
     "kwargs, match",
     [({"n_digits": 4}, "do not fit"), ({"n_digits": 0}, "at least one digit"),
-     ({"clutter_size": 40}, "clutter_size"), ({"n_clutter": -1}, "non-negative")],
+     ({"clutter_size": 40}, "clutter_size"), ({"n_clutter": -1}, "non-negative"),
+     ({"max_start": 10}, "max_start=10 applies to strings placed anywhere"), ({"max_start": -1}, "non-negative")],
 )
 def test_impossible_specs(kwargs, match):
     with pytest.raises(UserError, match=match):
@@ -222,3 +223,19 @@ def test_fresh_clutter_draws_new_images_each_epoch_and_resumes_them(mnist):
     assert second.shape == first.shape and batches.labels.shape == (20, 3)
     resumed = FreshClutterBatches(digits, digit_labels, 20, seed=(0, 1), batch_size=10, first_epoch=1)
     np.testing.assert_array_equal(resumed.images, second)
+
+
+def test_a_placement_warm_up_spreads_the_strings_from_the_left_edge_to_the_benchmark(mnist):
+    from lstm_stn_tf.data import STRINGS_SPEC, FreshClutterBatches
+    from lstm_stn_tf.data.cluttered import narrowed
+
+    digits, digit_labels = mnist["train"]
+    batches = FreshClutterBatches(digits, digit_labels, 10, seed=(0, 1), spec=STRINGS_SPEC, placement_warmup_epochs=3)
+    # Epochs 0, 1, 2 start within 1/4, 2/4, 3/4 of the 152 columns a one-digit string may start at; then the benchmark.
+    assert [batches.spec_at(epoch).max_start for epoch in range(3)] == [38, 76, 114]
+    assert batches.spec_at(3) == batches.spec_at(10) == STRINGS_SPEC
+    starts = digit_corners(2000, 0, len(digits), batches.spec_at(0))[:, 0, 1]
+    assert starts.min() == 0 and starts.max() == 38
+    assert np.ptp(digit_corners(2000, 0, len(digits), STRINGS_SPEC)[:, 0, 1]) > 140  # anywhere on the row
+    # Centred strings (the protocol's) keep that fraction of their jitter.
+    assert narrowed(ClutterSpec(), 0.5).max_shift == 4 and narrowed(ClutterSpec(), 1.0) == ClutterSpec()

@@ -275,6 +275,26 @@ def test_a_small_string_reader_learns_to_read_and_to_stop(mnist):
     assert min(attention["glimpse_centre_on_digit"]) > 0.8
 
 
+def test_the_end_head_moves_the_cell_by_a_tenth_of_its_gradient():
+    # Without the scale, learning the lengths swamped learning where to look (docs/findings.md).
+    import tensorflow as tf
+
+    images = np.random.default_rng(0).random((4, 36, 84, 1), dtype="float32")
+    options = dict(variable_length=True, image_size=(36, 84), n_digits=3, units=8, localisation_filters=4,
+                   classifier_filters=4, classifier_units=8, glimpse_size=(18, 18))
+    gradients = {}
+    for scale in (1.0, 0.1):
+        keras.utils.set_random_seed(0)
+        model = build_model("lstm_stn", end_gradient=scale, **options)
+        with tf.GradientTape() as tape:
+            total_end = tf.reduce_sum(model(images)[..., END_CLASS])  # the cell reaches it only through the end head
+        paths = [variable.path for variable in model.trainable_variables]
+        every = tape.gradient(total_end, model.trainable_variables)
+        gradients[scale] = np.asarray(every[paths.index("localizer/kernel")])
+    assert np.abs(gradients[1.0]).max() > 0
+    np.testing.assert_allclose(gradients[0.1], 0.1 * gradients[1.0], rtol=1e-4, atol=1e-9)
+
+
 def test_the_training_metric_reads_strings_as_string_metrics_does():
     # One rule, in keras.ops: decode_strings and ends_string are read_strings and string_ends on arrays.
     rng = np.random.default_rng(3)

@@ -84,6 +84,8 @@ def test_label_smoothing_loss_matches_the_one_hot_formula():
         (dict(label_smoothing=1.0), "label_smoothing=1.0: expected a number >= 0 and below 1"),
         (dict(warmup_epochs=-1), "warmup_epochs=-1: expected an integer >= 0"),
         (dict(fresh_clutter="yes"), "fresh_clutter='yes': expected true or false"),
+        (dict(placement_warmup_epochs=3), "placement_warmup_epochs=3 needs fresh_clutter"),
+        (dict(placement_warmup_epochs=-1, fresh_clutter=True), "placement_warmup_epochs=-1: expected an integer >= 0"),
         (dict(clip_value=0), "clip_value=0: expected a positive number."),
         (dict(clip_global_norm="5"), "clip_global_norm='5': expected a positive number."),
         (dict(seed=-1), "seed=-1: expected an integer >= 0."),

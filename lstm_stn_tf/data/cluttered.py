@@ -36,7 +36,8 @@ class ClutterSpec:
     when `min_digits` is None) is pasted left to right, digit i + 1 starting
     28 + g columns after digit i, g a uniform integer in [`min_gap`, `max_gap`]
     drawn per gap. The string starts centred with a horizontal jitter of
-    ±`max_shift`, or anywhere it fits when `max_shift` is None; its rows follow
+    ±`max_shift`, or anywhere it fits when `max_shift` is None (at most
+    `max_start` columns from the left edge, where that is set); its rows follow
     a line of slope `±max_slope` per digit. `n_clutter` patches of
     `clutter_size` pixels cut from random digits of the same split are drawn
     first. The canvas is `canvas_size` high and `canvas_width` wide (None:
@@ -54,9 +55,10 @@ class ClutterSpec:
     min_digits: typing.Optional[int] = None
     min_gap: int = 0
     max_gap: int = 0
+    max_start: typing.Optional[int] = None
 
     def __post_init__(self):
-        optional = ("max_shift", "canvas_width", "min_digits")
+        optional = ("max_shift", "canvas_width", "min_digits", "max_start")
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
             if field.name in ("min_gap", "max_gap"):
@@ -71,6 +73,9 @@ class ClutterSpec:
             raise UserError(
                 f"min_digits={self.min_digits}: expected 1 to n_digits={self.n_digits} (None: exactly n_digits)."
             )
+        if self.max_start is not None and self.max_shift is not None:
+            raise UserError(f"max_start={self.max_start} applies to strings placed anywhere (max_shift=None), "
+                            f"not to centred ones (max_shift={self.max_shift}).")
         if self.min_gap > self.max_gap:
             raise UserError(f"min_gap={self.min_gap} > max_gap={self.max_gap}: expected min_gap <= max_gap.")
         if self.min_gap <= -DIGIT_SIZE:
@@ -210,7 +215,7 @@ def _draw_layout(rng, count, pool, spec):
     offsets = np.concatenate([np.zeros((count, 1), int), np.cumsum(DIGIT_SIZE + gaps, axis=1)], axis=1)
     room = width - (offsets[np.arange(count), lengths - 1] + DIGIT_SIZE)
     if spec.max_shift is None:
-        x0 = rng.integers(0, room + 1)
+        x0 = rng.integers(0, room + 1 if spec.max_start is None else np.minimum(room, spec.max_start) + 1)
     else:
         centre = room // 2
         shift = np.minimum(spec.max_shift, centre)
@@ -221,6 +226,20 @@ def _draw_layout(rng, count, pool, spec):
     digit_x = x0[:, None] + offsets
     digit_y = np.clip(y0[:, None] + slope[:, None] * steps, 0, height - DIGIT_SIZE)
     return picks, lengths, digit_y, digit_x
+
+
+def narrowed(spec, fraction):
+    """`spec` with its strings starting within `fraction` (0 to 1) of the
+    columns where `spec` lets them start: the images of a placement warm-up
+    (`TrainConfig.placement_warmup_epochs`); `spec` itself at 1. Strings that
+    may start anywhere start this near the left edge, as the protocol's do, so
+    that at first the k-th digit sits about the same place in every image;
+    centred ones keep this fraction of their jitter."""
+    if fraction >= 1:
+        return spec
+    if spec.max_shift is None:  # a one-digit string has the widest room
+        return dataclasses.replace(spec, max_start=int(round(fraction * (spec.image_size[1] - DIGIT_SIZE))))
+    return dataclasses.replace(spec, max_shift=int(round(fraction * spec.max_shift)))
 
 
 def digit_corners(count, seed, pool, spec=ClutterSpec()):

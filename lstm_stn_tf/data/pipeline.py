@@ -6,7 +6,15 @@ import logging
 import keras
 import numpy as np
 
-from lstm_stn_tf.data.cluttered import SPLIT_SIZES, ClutterSpec, dataset_key, digit_corners, generate, split_seed
+from lstm_stn_tf.data.cluttered import (
+    SPLIT_SIZES,
+    ClutterSpec,
+    dataset_key,
+    digit_corners,
+    generate,
+    narrowed,
+    split_seed,
+)
 from lstm_stn_tf.data.mnist import DIGITS_PER_SPLIT, load_mnist, load_verified_npz, save_verified_npz
 from lstm_stn_tf.errors import UserError
 from lstm_stn_tf.paths import cache_dir
@@ -152,16 +160,26 @@ class FreshClutterBatches(SequenceBatches):
 
     Epoch `e` draws from `SeedSequence([*seed, e])`, so a resumed run sees the
     images it would have seen. Each image draws its own digits, so the images
-    come in random order already and are not shuffled.
+    come in random order already and are not shuffled. With
+    `placement_warmup_epochs` K, epoch e < K draws its strings within
+    (e + 1) / (K + 1) of their horizontal range (`narrowed`).
     """
 
-    def __init__(self, digits, digit_labels, count, seed, spec=ClutterSpec(), batch_size=100, first_epoch=0, **kwargs):
+    def __init__(self, digits, digit_labels, count, seed, spec=ClutterSpec(), batch_size=100, first_epoch=0,
+                 placement_warmup_epochs=0, **kwargs):
         self._source = (digits, digit_labels, count, tuple(np.atleast_1d(seed).tolist()), spec)
+        self.placement_warmup_epochs = placement_warmup_epochs
         super().__init__(None, None, batch_size=batch_size, first_epoch=first_epoch, **kwargs)
 
+    def spec_at(self, epoch):
+        """The images' spec in epoch `epoch` (from 0)."""
+        spec, warmup = self._source[-1], self.placement_warmup_epochs
+        return narrowed(spec, (epoch + 1) / (warmup + 1)) if epoch < warmup else spec
+
     def _draw(self):
-        digits, digit_labels, count, seed, spec = self._source
-        return generate(digits, digit_labels, count, np.random.SeedSequence([*seed, self.epoch]), spec)
+        digits, digit_labels, count, seed, _ = self._source
+        return generate(digits, digit_labels, count, np.random.SeedSequence([*seed, self.epoch]),
+                        self.spec_at(self.epoch))
 
     def _start_epoch(self):
         self.images, self.labels = self._draw()

@@ -4,6 +4,7 @@ from lstm_stn_tf.layers.affine_grid_generator import AffineGridGenerator
 from lstm_stn_tf.layers.bilinear_interpolation import BilinearInterpolation
 from lstm_stn_tf.layers.ends_from_length import EndsFromLength
 from lstm_stn_tf.layers.folded_time_distributed import FoldedTimeDistributed
+from lstm_stn_tf.layers.gradient_scale import GradientScale
 from lstm_stn_tf.layers.lstm_localizer import IDENTITY_TRANSFORM, LSTMLocalizer
 from lstm_stn_tf.layers.string_steps import StringSteps
 
@@ -12,6 +13,7 @@ __all__ = [
     "BilinearInterpolation",
     "EndsFromLength",
     "FoldedTimeDistributed",
+    "GradientScale",
     "IDENTITY_TRANSFORM",
     "LSTMLocalizer",
     "StringSteps",

@@ -22,6 +22,7 @@ from lstm_stn_tf.layers import (
     BilinearInterpolation,
     EndsFromLength,
     FoldedTimeDistributed,
+    GradientScale,
     LSTMLocalizer,
     StringSteps,
 )
@@ -145,6 +146,7 @@ def lstm_stn(
     classifier_filters=32,
     classifier_units=400,
     variable_length=False,
+    end_gradient=0.1,
     name="lstm_stn",
 ):
     """LSTM-STN (Feng, Chen & Sun 2019): one glimpse per digit, top-down.
@@ -152,7 +154,9 @@ def lstm_stn(
     With `variable_length`, one step more than `n_digits`, and at each step
     the cell's state says whether the string has ended (a sigmoid head, `end`)
     while the glimpse's classifier reads the digit: the LSTM decides where to
-    look and when to stop.
+    look and when to stop. `end_gradient` scales the end head's gradient
+    into the cell (`layers.GradientScale`): at 1, learning the strings'
+    lengths moved the cell so much that it never learnt where the digits are.
     """
     image_size, glimpse_size = _check_sizes(image_size, n_digits, variable_length, glimpse_size)
     if cell_init not in CELL_INITS:
@@ -177,6 +181,7 @@ def lstm_stn(
     digits = FoldedTimeDistributed(classifier, name="digits" if variable_length else "probabilities")(glimpses)
     if not variable_length:
         return keras.Model(image, digits, name=name)
+    states = GradientScale(end_gradient, name="end_gradient")(states)
     end = layers.Dense(1, activation="sigmoid", dtype="float32", name="end")(states)
     return keras.Model(image, _string_steps(digits, end), name=name)
 
