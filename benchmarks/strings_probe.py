@@ -10,7 +10,7 @@ its fields replaced by --spec (`ClutterSpec`, e.g. a 100 x 100 canvas of 1 to
 '{"canvas_width": null, "n_digits": 3, "n_clutter": 8, "min_gap": 0, "max_gap": 0, "max_start": 8}'),
 --epochs of --train-size images, validated on 5,000. Prints Keras's epoch lines
 (string accuracy); `lstm-stn evaluate DIR --split valid` shows where the
-glimpses went. Used for docs/findings.md, "Why the strings model did not learn".
+glimpses went. Used for docs/findings.md, "Why the strings model does not learn yet".
 """
 
 import argparse

@@ -12,7 +12,7 @@ class GradientScale(keras.layers.Layer):
     is exactly `x` in every precision. A strings model puts it between the
     recurrent cell and its end head: learning when a string ends then moves
     the cell only a little, and the cell learns where to look first
-    (docs/findings.md, "Why the first strings model did not learn").
+    (docs/findings.md, "Why the strings model does not learn yet").
 
     Args:
         scale: a number in [0, 1]; 0 stops the gradient, 1 is the identity.
