@@ -66,7 +66,9 @@ def test_numpy_integers_make_a_json_config():
 
 @pytest.mark.parametrize("kwargs, match", [({"units": 0}, "units"), ({"steps": -1}, "steps"), ({"cell": "rnn"}, "cell"),
                                                    ({"unit_forget_bias": 1}, "unit_forget_bias"), ({"units": True}, "units"),
-                                                   ({"units": 16.0}, "units"), ({"return_states": "yes"}, "return_states")])
+                                                   ({"units": 16.0}, "units"), ({"return_states": "yes"}, "return_states"),
+                                                   ({"transform_rate": 0}, "transform_rate"),
+                                                   ({"transform_rate": 1.5}, "transform_rate")])
 def test_bad_arguments(kwargs, match):
     with pytest.raises(UserError, match=match):
         LSTMLocalizer(**kwargs)
@@ -98,3 +100,15 @@ def test_return_states_gives_the_states_the_transform_head_reads():
     np.testing.assert_array_equal(np.asarray(plain(FEATURES)), np.asarray(transforms))
     symbolic = LSTMLocalizer.from_config(localizer.get_config())(keras.Input((12,)))
     assert [tuple(output.shape) for output in symbolic] == [(None, 3, 6), (None, 3, 8)]
+
+
+def test_transform_rate_scales_how_far_the_head_moves_from_the_identity():
+    full, slow = LSTMLocalizer(units=8, steps=3), LSTMLocalizer(units=8, steps=3, transform_rate=0.1)
+    full(FEATURES)
+    np.testing.assert_array_equal(np.asarray(slow(FEATURES)), np.broadcast_to(IDENTITY_TRANSFORM, (4, 3, 6)))
+    full.transform_kernel.assign(np.random.default_rng(4).normal(size=(8, 6)).astype("float32"))
+    full.transform_bias.assign(np.array(IDENTITY_TRANSFORM, "float32") + 0.5)
+    slow.set_weights(full.get_weights())
+    moved = np.asarray(full(FEATURES)) - np.array(IDENTITY_TRANSFORM)
+    np.testing.assert_allclose(np.asarray(slow(FEATURES)) - np.array(IDENTITY_TRANSFORM), 0.1 * moved, atol=1e-6)
+    assert LSTMLocalizer.from_config(slow.get_config()).transform_rate == 0.1
