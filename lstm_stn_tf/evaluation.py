@@ -182,7 +182,9 @@ def attention_metrics(transforms, digit_corners, image_size):
       glimpse (the parallelogram the transform samples), i.e. the glimpse sees it;
 
     and `glimpse_extent_pixels`, the median `[width, height]` in image pixels
-    that the glimpse's rows and columns span (33 x 33 at scale 33/100).
+    that the glimpse's rows and columns span (33 x 33 at scale 33/100), and
+    `glimpse_centre_pixels`, the median `[x, y]` of its centre (off the
+    canvas when the glimpse has left it).
 
     Args:
         transforms: `(N, steps, 2, 3)` from output coordinates in [-1, 1] to
@@ -211,7 +213,8 @@ def attention_metrics(transforms, digit_corners, image_size):
     extent = 2.0 * np.linalg.norm(transforms[..., :2] * pixels_per_unit[:, None], axis=-2)
     return {"glimpse_centre_on_digit": centred.mean(axis=0).tolist(),
             "digit_centre_in_glimpse": seen.mean(axis=0).tolist(),
-            "glimpse_extent_pixels": np.median(extent, axis=0).tolist()}
+            "glimpse_extent_pixels": np.median(extent, axis=0).tolist(),
+            "glimpse_centre_pixels": np.median(glimpse_centre, axis=0).tolist()}
 
 
 def _reads_one_glimpse_per_digit(model):
@@ -265,9 +268,10 @@ def format_metrics(metrics):
                "glimpse centred on digit": metrics.get("glimpse_centre_on_digit"),
                "digit seen by glimpse": metrics.get("digit_centre_in_glimpse")}
     lines += [f"{label:<24}" + _percentages(values) for label, values in by_step.items() if values]
-    if "glimpse_extent_pixels" in metrics:
-        lines.append(f"{'glimpse w x h (pixels)':<24}" + "".join(
-            f" {f'{width:.0f} x {height:.0f}':>9}" for width, height in metrics["glimpse_extent_pixels"]))
+    pairs = {"glimpse_extent_pixels": ("glimpse w x h (pixels)", "{:.0f} x {:.0f}"),
+             "glimpse_centre_pixels": ("glimpse centre x, y", "{:.0f}, {:.0f}")}
+    lines += [f"{label:<24}" + "".join(f" {form.format(*pair):>9}" for pair in metrics[key])
+              for key, (label, form) in pairs.items() if key in metrics]
     if strings:
         return "\n".join(lines)
     lines += [

@@ -35,6 +35,7 @@ RESULT_FIELDS = (
     "train_seconds", "seconds_per_epoch", "precision", "precision_reason", "machine", "distribution", "command", "config",
     # Per step (digit position): where the errors fall and where the glimpses look.
     "digit_error_by_position", "glimpse_centre_on_digit", "digit_centre_in_glimpse", "glimpse_extent_pixels",
+    "glimpse_centre_pixels",
 )
 # A digit-strings result's errors (`strings.string_metrics`), in place of the digits' ones.
 DIGIT_ERROR_FIELDS = ("single_digit_error", "sequence_error", "digit_error_by_position")

@@ -37,9 +37,12 @@ def test_glimpses_centred_on_their_digits(digit_centres):
     def metrics(transforms):
         found = attention_metrics(transforms, corners, (100, 100))
         np.testing.assert_allclose(found.pop("glimpse_extent_pixels"), [[0.33 * 99, 0.33 * 99]] * 3)
+        found.pop("glimpse_centre_pixels")
         return found
 
     assert metrics(_transforms(x, y)) == {"glimpse_centre_on_digit": [1, 1, 1], "digit_centre_in_glimpse": [1, 1, 1]}
+    centres = attention_metrics(_transforms(x + 5, y), corners, (100, 100))["glimpse_centre_pixels"]
+    np.testing.assert_allclose(centres, np.median(np.stack([x + 5, y], axis=-1), axis=0))
     # Just inside and just outside the digit's right edge (its last pixel ends
     # 14 pixels right of its centre); the 33-pixel-wide glimpse still sees it.
     assert metrics(_transforms(x + 13.9, y))["glimpse_centre_on_digit"] == [1, 1, 1]
@@ -58,6 +61,8 @@ def test_digit_in_a_rotated_glimpse(digit_centres):
     beside = attention_metrics(_transforms(x + 12, y, rotated), corners, (100, 100))
     # Its rows span 0.5 * 99 pixels of the image, its columns 0.2 * 99.
     np.testing.assert_allclose(below.pop("glimpse_extent_pixels"), [[0.5 * 99, 0.2 * 99]] * 3)
+    for found in (below, beside):
+        found.pop("glimpse_centre_pixels")
     beside.pop("glimpse_extent_pixels")
     assert below == {"glimpse_centre_on_digit": [0, 0, 0], "digit_centre_in_glimpse": [1, 1, 1]}
     assert beside == {"glimpse_centre_on_digit": [1, 1, 1], "digit_centre_in_glimpse": [0, 0, 0]}

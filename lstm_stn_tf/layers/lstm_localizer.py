@@ -17,8 +17,9 @@ class LSTMLocalizer(keras.layers.Layer):
     steps (top-down attention); a dense layer shared by all steps maps the
     cell's state to the 6 affine parameters `[a, b, tx, c, d, ty]`. That
     layer starts with a zero kernel and the identity bias, so every step first
-    looks at the whole image; `transform_rate` scales how far the head moves
-    from there, which under RMSprop or Adam is how fast it learns.
+    looks at the whole image (or at `initial_transform`); `transform_rate`
+    scales how far the head moves from there, which under RMSprop or Adam is
+    how fast it learns.
 
     Because the input is the same at every step, its projection onto the
     gates is computed once, and the steps are unrolled (few, fixed, and
@@ -35,8 +36,10 @@ class LSTMLocalizer(keras.layers.Layer):
             the GRU's, start at 0.
         return_states: also return the cell's state after each step, for
             heads that read what the cell knows (when a digit string ends).
+        initial_transform: the 6 parameters every step starts with (the
+            transform head's bias); default the identity, the whole image.
         transform_rate: a number in (0, 1]; the transforms are
-            `rate * (states @ kernel + bias) + (1 - rate) * identity`. An
+            `rate * (states @ kernel + bias) + (1 - rate) * initial_transform`. An
             adaptive optimizer's steps do not depend on the gradient's scale,
             so at 0.1 the glimpses move a tenth as fast and the classifier
             learns to read before they wander (the strings benchmark).
@@ -58,6 +61,7 @@ class LSTMLocalizer(keras.layers.Layer):
         recurrent_initializer="glorot_uniform",
         unit_forget_bias=True,
         return_states=False,
+        initial_transform=IDENTITY_TRANSFORM,
         transform_rate=1.0,
         **kwargs,
     ):
@@ -72,6 +76,9 @@ class LSTMLocalizer(keras.layers.Layer):
             raise UserError(f"unit_forget_bias={unit_forget_bias!r}: expected true or false.")
         if not isinstance(return_states, bool):
             raise UserError(f"return_states={return_states!r}: expected true or false.")
+        if (not isinstance(initial_transform, (list, tuple)) or len(initial_transform) != 6
+                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in initial_transform)):
+            raise UserError(f"initial_transform={initial_transform!r}: expected 6 numbers [a, b, tx, c, d, ty].")
         if isinstance(transform_rate, bool) or not isinstance(transform_rate, (int, float)) or not 0 < transform_rate <= 1:
             raise UserError(f"transform_rate={transform_rate!r}: expected a number in (0, 1].")
         self.units = int(units)  # plain ints: the config is JSON
@@ -79,6 +86,7 @@ class LSTMLocalizer(keras.layers.Layer):
         self.cell = cell
         self.unit_forget_bias = unit_forget_bias
         self.return_states = return_states
+        self.initial_transform = tuple(float(v) for v in initial_transform)
         self.transform_rate = float(transform_rate)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.recurrent_initializer = keras.initializers.get(recurrent_initializer)
@@ -126,7 +134,7 @@ class LSTMLocalizer(keras.layers.Layer):
         self.transform_bias = self.add_weight(
             name="transform_bias",
             shape=(6,),
-            initializer=keras.initializers.Constant(IDENTITY_TRANSFORM),
+            initializer=keras.initializers.Constant(self.initial_transform),
             autocast=False,
         )
 
@@ -176,8 +184,8 @@ class LSTMLocalizer(keras.layers.Layer):
             states = ops.stack(hiddens, axis=1)
             transforms = ops.matmul(ops.cast(states, "float32"), self.transform_kernel) + self.transform_bias
             if self.transform_rate != 1:
-                identity = ops.convert_to_tensor(IDENTITY_TRANSFORM, "float32")
-                transforms = self.transform_rate * transforms + (1 - self.transform_rate) * identity
+                start = ops.convert_to_tensor(self.initial_transform, "float32")
+                transforms = self.transform_rate * transforms + (1 - self.transform_rate) * start
         return [transforms, states] if self.return_states else transforms
 
     def compute_output_shape(self, features_shape):
@@ -198,6 +206,7 @@ class LSTMLocalizer(keras.layers.Layer):
             cell=self.cell,
             unit_forget_bias=self.unit_forget_bias,
             return_states=self.return_states,
+            initial_transform=list(self.initial_transform),
             transform_rate=self.transform_rate,
             kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
             recurrent_initializer=keras.initializers.serialize(

@@ -68,7 +68,8 @@ def test_numpy_integers_make_a_json_config():
                                                    ({"unit_forget_bias": 1}, "unit_forget_bias"), ({"units": True}, "units"),
                                                    ({"units": 16.0}, "units"), ({"return_states": "yes"}, "return_states"),
                                                    ({"transform_rate": 0}, "transform_rate"),
-                                                   ({"transform_rate": 1.5}, "transform_rate")])
+                                                   ({"transform_rate": 1.5}, "transform_rate"),
+                                                   ({"initial_transform": [1, 0, 0]}, "initial_transform")])
 def test_bad_arguments(kwargs, match):
     with pytest.raises(UserError, match=match):
         LSTMLocalizer(**kwargs)
@@ -112,3 +113,10 @@ def test_transform_rate_scales_how_far_the_head_moves_from_the_identity():
     moved = np.asarray(full(FEATURES)) - np.array(IDENTITY_TRANSFORM)
     np.testing.assert_allclose(np.asarray(slow(FEATURES)) - np.array(IDENTITY_TRANSFORM), 0.1 * moved, atol=1e-6)
     assert LSTMLocalizer.from_config(slow.get_config()).transform_rate == 0.1
+
+
+def test_every_step_starts_at_the_initial_transform():
+    window = [0.55, 0.0, -0.45, 0.0, 1.0, 0.0]  # the left 100 columns of a 180-column canvas
+    layer = LSTMLocalizer(units=8, steps=3, initial_transform=window, transform_rate=0.5)
+    np.testing.assert_allclose(np.asarray(layer(FEATURES)), np.broadcast_to(window, (4, 3, 6)), atol=1e-7)
+    assert LSTMLocalizer.from_config(json.loads(json.dumps(layer.get_config()))).initial_transform == tuple(window)

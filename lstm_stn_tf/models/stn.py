@@ -147,6 +147,7 @@ def lstm_stn(
     classifier_units=400,
     variable_length=False,
     end_gradient=0.1,
+    initial_transform=IDENTITY_TRANSFORM,
     transform_rate=1.0,
     name="lstm_stn",
 ):
@@ -158,7 +159,8 @@ def lstm_stn(
     look and when to stop. `end_gradient` scales the end head's gradient
     into the cell (`layers.GradientScale`): at 1, learning the strings'
     lengths moved the cell so much that it never learnt where the digits are.
-    `transform_rate` slows the transform head (`LSTMLocalizer`).
+    `initial_transform` is where every step first looks (default the whole
+    image) and `transform_rate` slows the transform head (`LSTMLocalizer`).
     """
     image_size, glimpse_size = _check_sizes(image_size, n_digits, variable_length, glimpse_size)
     if cell_init not in CELL_INITS:
@@ -167,8 +169,8 @@ def lstm_stn(
     image = _image_input(image_size)
     features = localisation_features(image, localisation_filters)
     localizer = LSTMLocalizer(
-        units, steps=steps, cell=cell, return_states=variable_length, transform_rate=transform_rate,
-        name="localizer", **CELL_INITS[cell_init]
+        units, steps=steps, cell=cell, return_states=variable_length, initial_transform=initial_transform,
+        transform_rate=transform_rate, name="localizer", **CELL_INITS[cell_init]
     )
     theta, states = localizer(features) if variable_length else (localizer(features), None)
     transforms = layers.Reshape((steps, 2, 3), dtype="float32", name="transforms")(theta)
