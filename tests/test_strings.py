@@ -259,8 +259,11 @@ def test_a_small_string_reader_learns_to_read_and_to_stop(mnist):
     spec = ClutterSpec(n_digits=3, min_digits=1, canvas_size=36, canvas_width=84, n_clutter=0, max_shift=0, max_slope=0)
     images, labels = generate(*mnist["train"], 2000, 1, spec)
     test_images, test_labels = generate(*mnist["valid"], 500, 2, spec)
+    # On this clean canvas the glimpses may move at full speed; at the benchmark's 0.1 (the
+    # strings default) they had not reached their digits after 20 epochs (0.68, 1.0, 0.0 centred).
     model = build_model("lstm_stn", variable_length=True, image_size=spec.image_size, n_digits=3, units=32,
-                        localisation_filters=8, classifier_filters=32, classifier_units=128, glimpse_size=(18, 18))
+                        localisation_filters=8, classifier_filters=32, classifier_units=128, glimpse_size=(18, 18),
+                        transform_rate=1.0)
     model.compile(optimizer=keras.optimizers.Adam(1e-3, global_clipnorm=1.0), loss=StringCrossentropy())
     start = time.perf_counter()
     model.fit(images[..., None] / np.float32(255), labels, batch_size=32, epochs=20, verbose=0)
@@ -293,6 +296,15 @@ def test_the_end_head_moves_the_cell_by_a_tenth_of_its_gradient():
         gradients[scale] = np.asarray(every[paths.index("localizer/kernel")])
     assert np.abs(gradients[1.0]).max() > 0
     np.testing.assert_allclose(gradients[0.1], 0.1 * gradients[1.0], rtol=1e-4, atol=1e-9)
+
+
+def test_strings_glimpses_move_at_a_tenth_of_the_rate_by_default():
+    # Faster, they left the 180-column canvas before the classifier could read (docs/findings.md).
+    options = dict(image_size=(36, 84), n_digits=3, units=8, localisation_filters=4, classifier_filters=4,
+                   classifier_units=8, glimpse_size=(18, 18))
+    rates = {strings: build_model("lstm_stn", variable_length=strings, **options).get_layer("localizer").transform_rate
+             for strings in (True, False)}
+    assert rates == {True: 0.1, False: 1.0}
 
 
 def test_the_training_metric_reads_strings_as_string_metrics_does():
