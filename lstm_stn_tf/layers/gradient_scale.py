@@ -2,6 +2,7 @@ import keras
 from keras import ops
 
 from lstm_stn_tf.errors import UserError
+from lstm_stn_tf.layers.arguments import is_number
 
 
 @keras.saving.register_keras_serializable(package="lstm_stn_tf")
@@ -20,7 +21,7 @@ class GradientScale(keras.layers.Layer):
 
     def __init__(self, scale=1.0, **kwargs):
         super().__init__(**kwargs)
-        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 <= scale <= 1:
+        if not is_number(scale) or not 0 <= scale <= 1:
             raise UserError(f"scale={scale!r}: expected a number from 0 to 1.")
         self.scale = float(scale)
 

@@ -2,7 +2,7 @@ import keras
 from keras import ops
 
 from lstm_stn_tf.errors import UserError
-from lstm_stn_tf.layers.arguments import is_integer
+from lstm_stn_tf.layers.arguments import is_integer, is_number
 
 IDENTITY_TRANSFORM = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
 TRANSFORM_HEAD_SCOPE = "transform_head"
@@ -77,9 +77,9 @@ class LSTMLocalizer(keras.layers.Layer):
         if not isinstance(return_states, bool):
             raise UserError(f"return_states={return_states!r}: expected true or false.")
         if (not isinstance(initial_transform, (list, tuple)) or len(initial_transform) != 6
-                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in initial_transform)):
+                or not all(is_number(v) for v in initial_transform)):
             raise UserError(f"initial_transform={initial_transform!r}: expected 6 numbers [a, b, tx, c, d, ty].")
-        if isinstance(transform_rate, bool) or not isinstance(transform_rate, (int, float)) or not 0 < transform_rate <= 1:
+        if not is_number(transform_rate) or not 0 < transform_rate <= 1:
             raise UserError(f"transform_rate={transform_rate!r}: expected a number in (0, 1].")
         self.units = int(units)  # plain ints: the config is JSON
         self.steps = int(steps)
