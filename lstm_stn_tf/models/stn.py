@@ -38,6 +38,17 @@ CELL_INITS = {
     "keras": dict(kernel_initializer="glorot_uniform", recurrent_initializer="glorot_uniform", unit_forget_bias=True),
     "lasagne": dict(kernel_initializer=_LASAGNE_NORMAL, recurrent_initializer=_LASAGNE_NORMAL, unit_forget_bias=False),
 }
+# Where a strings model's steps first look: a box the size of one MNIST digit (28 pixels) with a
+# margin, (rows, columns), at the canvas's centre. Starting from the whole 180-column canvas, the
+# glimpses stayed two digits wide and learnt three times slower (docs/findings.md).
+DIGIT_BOX_PIXELS = (40, 36)
+
+
+def digit_box(image_size):
+    """The affine transform `[a, b, tx, c, d, ty]` of a `DIGIT_BOX_PIXELS` box at the centre of
+    an `image_size` canvas (at most the whole canvas)."""
+    (height, width), (box_height, box_width) = image_size, DIGIT_BOX_PIXELS
+    return (min(1.0, box_width / width), 0.0, 0.0, 0.0, min(1.0, box_height / height), 0.0)
 
 
 def _conv_stack_size(size, pool_first):
@@ -147,7 +158,7 @@ def lstm_stn(
     classifier_units=400,
     variable_length=False,
     end_gradient=0.1,
-    initial_transform=IDENTITY_TRANSFORM,
+    initial_transform=None,
     transform_rate=None,
     name="lstm_stn",
 ):
@@ -159,10 +170,11 @@ def lstm_stn(
     look and when to stop. `end_gradient` scales the end head's gradient
     into the cell (`layers.GradientScale`): at 1, learning the strings'
     lengths moved the cell so much that it never learnt where the digits are.
-    `initial_transform` is where every step first looks (default the whole
-    image) and `transform_rate` slows the transform head (`LSTMLocalizer`);
-    default 0.1 with `variable_length`, where faster glimpses left the
-    180-column canvas before the classifier could read, and 1 otherwise.
+    `initial_transform` is where every step first looks and `transform_rate`
+    slows the transform head (`LSTMLocalizer`). With `variable_length` they
+    default to a digit-sized box at the centre (`digit_box`) and 0.1: faster
+    glimpses left the 180-column canvas before the classifier could read.
+    Otherwise to the whole image and 1, the paper's model.
     """
     image_size, glimpse_size = _check_sizes(image_size, n_digits, variable_length, glimpse_size)
     if cell_init not in CELL_INITS:
@@ -170,6 +182,8 @@ def lstm_stn(
     steps = n_digits + 1 if variable_length else n_digits
     if transform_rate is None:
         transform_rate = 0.1 if variable_length else 1.0
+    if initial_transform is None:
+        initial_transform = digit_box(image_size) if variable_length else IDENTITY_TRANSFORM
     image = _image_input(image_size)
     features = localisation_features(image, localisation_filters)
     localizer = LSTMLocalizer(
