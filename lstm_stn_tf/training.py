@@ -21,6 +21,7 @@ import shutil
 import sys
 import time
 import typing
+import warnings
 
 import keras
 from keras import ops
@@ -392,8 +393,12 @@ class _RunBackup(keras.callbacks.BackupAndRestore):
 
     def on_train_begin(self, logs=None):
         try:
-            super().on_train_begin(logs)
-        except (ValueError, KeyError):  # Keras's message lists whole weight arrays
+            with warnings.catch_warnings():
+                # Keras warns and loads on when the backup lacks a layer's weights; that layer would
+                # continue from fresh weights, so it is a mismatch like the others.
+                warnings.filterwarnings("error", message="Skipping nested container", category=UserWarning)
+                super().on_train_begin(logs)
+        except (ValueError, KeyError, UserWarning):  # Keras's message lists whole weight arrays
             raise UserError(
                 f"{self.config_path} does not match the run's backup in {self.backup_dir}: its weights do not "
                 "fit the model config.json describes; restore the config.json the run started with."

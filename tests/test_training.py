@@ -4,6 +4,7 @@ import pathlib
 import re
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -432,9 +433,12 @@ def test_an_edited_config_json_is_one_message_on_resume(tmp_path, monkeypatch, c
     }
     for text, message in edits.items():
         (run_dir / "config.json").write_text(text)
-        assert cli.main(["train", "--resume", str(run_dir)]) == 2, message
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            assert cli.main(["train", "--resume", str(run_dir)]) == 2, message
         err = capsys.readouterr().err
         assert message in err and f"{run_dir / 'config.json'}" in err and "Traceback" not in err, err
+        assert not [w for w in caught if "freshly-initialized" in str(w.message)], message  # one message, no more
     (run_dir / "config.json").write_text(config_text)
     assert train(None, run_dir, resume=True, verbose=0)["epochs_run"] == 3
 
