@@ -126,8 +126,9 @@ def _add_recipe_arguments(parser):
     group = parser.add_argument_group("options beyond the protocol (each run that uses one is labelled in the results; "
                                       "unset, each takes its recipe's value)")
     group.add_argument("--recipe", default="protocol", choices=list(RECIPES),
-                       help="a named set of the options below: protocol (the default) or fast (a warm-up, a cosine "
-                       "decay over the epochs, default 20, fresh clutter and the Lasagne cell start)")
+                       help="a named set of the options below: protocol (the default), fast (a warm-up, a cosine "
+                       "decay over the epochs, default 20, fresh clutter and the Lasagne cell start) or best (the "
+                       "protocol's schedule with a 5-epoch warm-up, fresh clutter and the Lasagne cell start)")
     group.add_argument("--option", type=_model_option, action="append", default=[], metavar="KEY=VALUE",
                        help="model override, repeatable: e.g. glimpse_size=48, units=128, cell_init=lasagne "
                        "(the recurrent cell's initialisation: keras, the default, or lasagne)")

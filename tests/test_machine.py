@@ -88,8 +88,11 @@ def test_the_fast_recipe_sets_its_values_and_overrides_win():
     assert fast.model_options == {"cell_init": "lasagne"} and fast.seed == 2
     longer = TrainConfig.from_recipe("fast", epochs=60, model_options={"units": 128})
     assert longer.epochs == 60 and longer.model_options == {"cell_init": "lasagne", "units": 128}
+    best = TrainConfig.from_recipe("best")
+    assert (best.epochs, best.schedule, best.warmup_epochs, best.fresh_clutter) == (300, "step", 5, True)
+    assert best.model_options == {"cell_init": "lasagne"}
     assert TrainConfig.from_recipe() == TrainConfig()
-    with pytest.raises(ValueError, match="recipe='quick': expected one of protocol, fast"):
+    with pytest.raises(ValueError, match="recipe='quick': expected one of protocol, fast, best"):
         TrainConfig.from_recipe("quick")
 
 
