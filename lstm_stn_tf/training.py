@@ -53,7 +53,7 @@ RECIPES = {
     "fast": dict(epochs=20, learning_rate=1e-3, warmup_epochs=2, schedule="cosine", fresh_clutter=True,
                  model_options={"cell_init": "lasagne"}),
     # The best model: the protocol's schedule and early stopping with each
-    # lever that lowered its test error (docs/findings.md), a 5-epoch warm-up,
+    # lever that lowered its validation error (docs/findings.md), a 5-epoch warm-up,
     # new clutter every epoch and the Lasagne cell start.
     "best": dict(warmup_epochs=5, fresh_clutter=True, model_options={"cell_init": "lasagne"}),
 }

@@ -82,7 +82,7 @@ def test_importing_the_package_turns_on_tensorflows_onednn_kernels_unless_told_o
         assert machine.describe()["tf_enable_onednn_opts"] == os.environ.get("TF_ENABLE_ONEDNN_OPTS", "unset")
 
 
-def test_the_fast_recipe_sets_its_values_and_overrides_win():
+def test_named_recipes_set_their_values_and_overrides_win():
     fast = TrainConfig.from_recipe("fast", seed=2)
     assert (fast.recipe, fast.epochs, fast.schedule, fast.fresh_clutter) == ("fast", 20, "cosine", True)
     assert fast.model_options == {"cell_init": "lasagne"} and fast.seed == 2
