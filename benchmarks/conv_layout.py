@@ -75,7 +75,7 @@ def main():
 
     variants = {(layout, precision): conv_stacks(layout, precision, args.steps_per_execution)
                 for precision in args.precisions for layout in LAYOUTS}
-    _, seconds = interleaved_windows(
+    _, seconds, _ = interleaved_windows(
         variants, lambda model: model.fit(dataset, epochs=1, steps_per_epoch=args.window, shuffle=False, verbose=0),
         args.windows)
     rates = {variant: [n / s for s in values] for variant, values in seconds.items()}

@@ -27,6 +27,8 @@ echo "== reference script (naive build), float32"
 quiet python "$NAIVE" --repeats 3 | rows 2
 echo "== precisions and XLA, beside the reference"
 quiet python benchmarks/train_throughput.py --variants naive "${PRECISIONS[@]}" float32+xla "${WINDOWS[@]}" | rows 8
+echo "== the classifier's first convolution as Keras's Conv2D (+conv2d, before SingleChannelConv2D)"
+quiet python benchmarks/train_throughput.py --variants naive float32+conv2d float32 "${WINDOWS[@]}" | rows 5
 echo "== one batch per call"
 quiet python benchmarks/train_throughput.py --variants naive float32 --windows 3 --window 20 --steps-per-execution 1 | rows 4
 echo "== threads intra 2, inter 1 (both models)"

@@ -11,11 +11,13 @@ costs beside a 60,000-image training epoch. Runs on any Keras backend
 """
 
 import argparse
+import contextlib
 import os
 import pathlib
 import statistics
 import sys
 import time
+from unittest import mock
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -26,7 +28,7 @@ import numpy as np  # noqa: E402
 from lstm_stn_tf import machine  # noqa: E402
 from lstm_stn_tf.data import BENCHMARKS, generate, make_input, tf_dataset  # noqa: E402
 from lstm_stn_tf.layers import FoldedTimeDistributed, LSTMLocalizer  # noqa: E402
-from lstm_stn_tf.models import build_model  # noqa: E402
+from lstm_stn_tf.models import stn  # noqa: E402
 from lstm_stn_tf.training import TrainConfig, compile_model  # noqa: E402
 
 def fp32_flops_per_cycle(description):
@@ -95,19 +97,24 @@ def interleaved_windows(models, run_window, windows):
     compiling, first steps), then `windows` calls each, interleaved so that a
     drift in the machine's speed falls on every model alike.
 
-    Returns `(warm-up seconds, [window seconds])`, each keyed like `models`.
+    Returns `(warm-up seconds, [window seconds], [window CPU seconds])`, each
+    keyed like `models`; CPU seconds (all the process's threads) hold still on a
+    machine shared with other work, where wall time comes in steps.
     """
     def timed(model):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         run_window(model)
-        return time.perf_counter() - start
+        return time.perf_counter() - start, time.process_time() - start_cpu
 
-    warm_up = {key: timed(model) for key, model in models.items()}
+    warm_up = {key: timed(model)[0] for key, model in models.items()}
     seconds = {key: [] for key in models}
+    cpu_seconds = {key: [] for key in models}
     for _ in range(windows):
         for key, model in models.items():
-            seconds[key].append(timed(model))
-    return warm_up, seconds
+            wall, cpu = timed(model)
+            seconds[key].append(wall)
+            cpu_seconds[key].append(cpu)
+    return warm_up, seconds, cpu_seconds
 
 
 REFERENCE = pathlib.Path(__file__).resolve().parents[2] / "shared" / "bench"
@@ -127,16 +134,25 @@ def naive_reference(steps_per_execution):
     return model
 
 
+VARIANT_OPTIONS = ("xla", "conv2d")
+
+
 def build(model_name, variant, steps_per_execution, spec):
     """A compiled model for `variant`: a precision ("auto", "float32", "mixed_bfloat16"),
-    with "+xla" for XLA-compiled training steps (`jit_compile=True`); "naive" is the reference."""
+    with "+xla" for XLA-compiled training steps (`jit_compile=True`) and "+conv2d" for
+    Keras's own Conv2D as the classifier's first convolution (before `SingleChannelConv2D`);
+    "naive" is the reference."""
     if variant == "naive":
         return naive_reference(steps_per_execution)
-    precision, _, xla = variant.partition("+")
+    precision, *options = variant.split("+")
+    if set(options) - set(VARIANT_OPTIONS):
+        raise SystemExit(f"variant {variant!r}: expected a precision with options from {', '.join(VARIANT_OPTIONS)}")
     config, _ = TrainConfig(model=model_name, precision=precision, steps_per_execution=steps_per_execution,
                             spec=spec.key()).resolved()
-    model = compile_model(config.build_model(), config)
-    if xla:
+    with mock.patch.object(stn, "SingleChannelConv2D", keras.layers.Conv2D) if "conv2d" in options \
+            else contextlib.nullcontext():
+        model = compile_model(config.build_model(), config)
+    if "xla" in options:
         model.compile(optimizer=model.optimizer, loss=model.loss, metrics=["accuracy"],
                       steps_per_execution=steps_per_execution, jit_compile=True)
     return model
@@ -150,7 +166,8 @@ def main():
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--variants", nargs="+", default=["float32", "mixed_bfloat16"],
                         help="dtype policies to compare (auto: the training default's choice), each "
-                        "optionally with +xla (XLA-compiled steps), e.g. float32+xla; naive: the straightforward "
+                        "optionally with +xla (XLA-compiled steps) and +conv2d (Keras's Conv2D first in the "
+                        "classifier), e.g. float32+xla; naive: the straightforward "
                         "build of ../shared/bench, the reference for speed ratios")
     parser.add_argument("--steps-per-execution", type=int, default=1)
     parser.add_argument("--window", type=int, default=30, help="batches per timed window")
@@ -177,9 +194,10 @@ def main():
     else:  # one pass over the window's batches is one window
         dataset, window = make_input(images, labels, args.batch_size), {}
     models = {v: build(args.model, v, args.steps_per_execution, spec) for v in args.variants}
-    compile_seconds, seconds = interleaved_windows(
+    compile_seconds, seconds, cpu_seconds = interleaved_windows(
         models, lambda model: model.fit(dataset, epochs=1, shuffle=False, verbose=0, **window), args.windows)
     rates = {v: [args.window * args.batch_size / s for s in values] for v, values in seconds.items()}
+    cpu_rates = {v: [args.window * args.batch_size / s for s in values] for v, values in cpu_seconds.items()}
 
     # Validation as `train` runs it: 10,000 images in batches of 500.
     valid = make_input(*generate(*digits, 10_000, 1, spec), batch_size=500)
@@ -210,17 +228,21 @@ def main():
         print(f"peak assumed: {peak / 1e9:.0f} GFLOP/s ({flops_per_cycle} FP32 FLOP/cycle/core)")
     print()
     reference = statistics.median(rates["naive"]) if "naive" in rates else None
-    print("| variant | images/s (median) | ÷ naive | windows | % of FP32 peak | 60k-image epoch | validation (10k) | warm-up window |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    cpu_reference = statistics.median(cpu_rates["naive"]) if "naive" in rates else None
+    print("| variant | images/s (median) | ÷ naive | windows | images per CPU-second | ÷ naive | % of FP32 peak "
+          "| 60k-image epoch | validation (10k) | warm-up window |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for variant, values in rates.items():
         median = statistics.median(values)
         ratio = f"{median / reference:.2f}" if reference else ""
+        per_cpu = statistics.median(cpu_rates[variant])
+        cpu_ratio = f"{per_cpu / cpu_reference:.2f}" if cpu_reference else ""
         epoch = 60_000 / median
         evaluation = evaluation_seconds[variant]
         achieved = 6 * median * forward
         fraction = f"{100 * achieved / peak:.0f} %" if cpu else f"({achieved / 1e12:.1f} TFLOP/s; CPU only)"
         print(f"| {variant}, steps_per_execution={args.steps_per_execution} | {median:,.0f} | {ratio} | "
-              f"{', '.join(f'{v:,.0f}' for v in values)} | {fraction} | "
+              f"{', '.join(f'{v:,.0f}' for v in values)} | {per_cpu:,.0f} | {cpu_ratio} | {fraction} | "
               f"{epoch:.1f} s | {evaluation:.2f} s ({100 * evaluation / epoch:.0f} % of the epoch) "
               f"| {compile_seconds[variant]:.0f} s |")
 

@@ -6,6 +6,7 @@ from lstm_stn_tf.layers.ends_from_length import EndsFromLength
 from lstm_stn_tf.layers.folded_time_distributed import FoldedTimeDistributed
 from lstm_stn_tf.layers.gradient_scale import GradientScale
 from lstm_stn_tf.layers.lstm_localizer import IDENTITY_TRANSFORM, LSTMLocalizer
+from lstm_stn_tf.layers.single_channel_conv2d import SingleChannelConv2D
 from lstm_stn_tf.layers.string_steps import StringSteps
 
 __all__ = [
@@ -16,5 +17,6 @@ __all__ = [
     "GradientScale",
     "IDENTITY_TRANSFORM",
     "LSTMLocalizer",
+    "SingleChannelConv2D",
     "StringSteps",
 ]
