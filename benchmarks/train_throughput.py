@@ -137,6 +137,12 @@ def naive_reference(steps_per_execution):
 VARIANT_OPTIONS = ("xla", "conv2d")
 
 
+def keras_conv2d_first():
+    """While active, models build with Keras's own Conv2D as the classifiers' first
+    convolution: the models before `SingleChannelConv2D`, to time against them."""
+    return mock.patch.object(stn, "SingleChannelConv2D", keras.layers.Conv2D)
+
+
 def build(model_name, variant, steps_per_execution, spec):
     """A compiled model for `variant`: a precision ("auto", "float32", "mixed_bfloat16"),
     with "+xla" for XLA-compiled training steps (`jit_compile=True`) and "+conv2d" for
@@ -149,8 +155,7 @@ def build(model_name, variant, steps_per_execution, spec):
         raise SystemExit(f"variant {variant!r}: expected a precision with options from {', '.join(VARIANT_OPTIONS)}")
     config, _ = TrainConfig(model=model_name, precision=precision, steps_per_execution=steps_per_execution,
                             spec=spec.key()).resolved()
-    with mock.patch.object(stn, "SingleChannelConv2D", keras.layers.Conv2D) if "conv2d" in options \
-            else contextlib.nullcontext():
+    with keras_conv2d_first() if "conv2d" in options else contextlib.nullcontext():
         model = compile_model(config.build_model(), config)
     if "xla" in options:
         model.compile(optimizer=model.optimizer, loss=model.loss, metrics=["accuracy"],
