@@ -13,10 +13,10 @@ class SingleChannelConv2D(keras.layers.Conv2D):
     The glimpse classifier's first convolution reads the one-channel glimpse,
     and the gradient that reaches the glimpse (and through it the transforms)
     was the slowest kernel of a training step on every CPU measured: oneDNN's
-    backward-data convolution with one input channel, 25 % of the step's oneDNN
-    time in bfloat16 (docs/findings.md). The same gradient as one product of
-    the output's gradient with the kernel, (pixels, filters) x (filters, 9),
-    and 9 shifted sums is 2-3x faster. The forward pass and the kernel's and
+    backward-data convolution with one input channel, 15-25 % of the step's
+    oneDNN time (docs/findings.md, "The slowest kernel of a step"). Here it is
+    one product of the output's gradient with the kernel, (pixels, filters) x
+    (filters, 9), and 9 shifted sums. The forward pass and the kernel's and
     bias's gradients stay Keras's; so does inference (exports hold no custom
     gradient) and every backend but TensorFlow, whose oneDNN kernel is the slow one.
 

@@ -15,10 +15,10 @@ def test_layer_behaviour():
 
 def _gradients(layer, inputs, weights, training):
     """The output and the gradients of sum(weights * layer(inputs)) for the input and each weight."""
-    x = keras.Variable(inputs)
     if keras.backend.backend() == "tensorflow":
         import tensorflow as tf
 
+        x = keras.Variable(inputs)
         with tf.GradientTape() as tape:
             output = layer(x.value, training=training)
             total = tf.reduce_sum(weights * output)
