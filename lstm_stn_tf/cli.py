@@ -141,6 +141,9 @@ def _add_recipe_arguments(parser):
     group.add_argument("--weight-decay", type=float, help="AdamW's weight decay (default 0)")
     group.add_argument("--warmup-epochs", type=int, help="linear learning-rate warm-up over this many epochs (default 0)")
     group.add_argument("--label-smoothing", type=float, help="default 0")
+    group.add_argument("--ema", type=float, metavar="MOMENTUM", dest="ema_momentum",
+                       help="keep a moving average of the weights with this momentum (e.g. 0.999); validation "
+                       "and the kept model use it (default: none)")
     group.add_argument("--fresh-clutter", action="store_true", default=None,
                        help="new training images from the same training digits every epoch (augmentation)")
     group.add_argument("--placement-warmup-epochs", type=int, metavar="EPOCHS",
@@ -156,7 +159,8 @@ def _recipe_options(args):
     given = dict(optimizer=args.optimizer, learning_rate=args.learning_rate, batch_size=args.batch_size,
                  schedule=args.schedule,
                  weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs,
-                 label_smoothing=args.label_smoothing, fresh_clutter=args.fresh_clutter,
+                 label_smoothing=args.label_smoothing, ema_momentum=args.ema_momentum,
+                 fresh_clutter=args.fresh_clutter,
                  placement_warmup_epochs=args.placement_warmup_epochs)
     options = {key: value for key, value in given.items() if value is not None}
     if args.no_clipping:

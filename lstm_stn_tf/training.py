@@ -99,6 +99,9 @@ class TrainConfig:
     weight_decay: float = 0.0  # AdamW's decoupled weight decay
     warmup_epochs: int = 0  # linear learning-rate warm-up over this many epochs
     label_smoothing: float = 0.0
+    # Polyak averaging (Keras's `use_ema`): the optimizer keeps a moving average of
+    # the weights with this momentum, and validation and `best.keras` use it.
+    ema_momentum: typing.Optional[float] = None
     fresh_clutter: bool = False  # new training images from the same digits every epoch
     # With fresh clutter: the training strings start near the left edge and spread
     # to the benchmark's placement over this many epochs (`FreshClutterBatches`).
@@ -127,6 +130,8 @@ class TrainConfig:
                 _check_number(name, getattr(self, name))
         _check_number("weight_decay", self.weight_decay, minimum=0)
         _check_number("label_smoothing", self.label_smoothing, minimum=0, below=1)
+        if self.ema_momentum is not None:  # None: off
+            _check_number("ema_momentum", self.ema_momentum, below=1)
         if not isinstance(self.fresh_clutter, bool):
             raise UserError(f"fresh_clutter={self.fresh_clutter!r}: expected true or false.")
         if self.placement_warmup_epochs and not self.fresh_clutter:
@@ -202,6 +207,8 @@ def compile_model(model, config):
     `BestModelKeeper` follows as val_accuracy: per digit, or for digit strings per
     whole string (1 - string error, `strings.string_accuracy`)."""
     optimizer_options = {"weight_decay": config.weight_decay} if config.optimizer == "adamw" else {}
+    if config.ema_momentum is not None:
+        optimizer_options.update(use_ema=True, ema_momentum=config.ema_momentum)
     if config.clutter_spec.variable_length:
         loss = StringCrossentropy(config.label_smoothing)
         accuracy = keras.metrics.MeanMetricWrapper(string_accuracy, name="accuracy")
@@ -223,6 +230,17 @@ def compile_model(model, config):
     return model
 
 
+def weight_average_swap(config):
+    """Keras's `SwapEMAWeights` when the run averages its weights (`ema_momentum`), else None.
+
+    In `fit`'s callbacks it puts the average in the model for each validation;
+    `BestModelKeeper` uses the same object to save the average. The backup,
+    written at the epoch's end, keeps the trained weights in the model and the
+    average in the optimizer, so a resumed run continues exactly.
+    """
+    return keras.callbacks.SwapEMAWeights() if config.ema_momentum is not None else None
+
+
 class BestModelKeeper(keras.callbacks.Callback):
     """Keeps the best-validation model; stops early, on NaN, and at the time limit.
 
@@ -231,9 +249,11 @@ class BestModelKeeper(keras.callbacks.Callback):
     the time already spent into the time limit.
     """
 
-    def __init__(self, run_dir, patience, resumed_epochs=0, time_limit_seconds=None, resumed_seconds=0.0, writes=True):
+    def __init__(self, run_dir, patience, resumed_epochs=0, time_limit_seconds=None, resumed_seconds=0.0, writes=True,
+                 weight_average=None):
         super().__init__()
         self.run_dir = pathlib.Path(run_dir)
+        self.weight_average = weight_average  # `weight_average_swap`'s callback: best.keras holds the average
         self.writes = writes  # False in the processes of a distributed run other than the chief
         self.patience = patience
         self.time_limit_seconds = time_limit_seconds
@@ -269,7 +289,7 @@ class BestModelKeeper(keras.callbacks.Callback):
             self.best = {"epoch": epoch, "val_accuracy": float(accuracy),
                          "val_loss": float(logs.get("val_loss", math.nan))}
             if self.writes:
-                with distributed.current().local():
+                with distributed.current().local(), self._averaged_weights():
                     save_inference_model(self.model, self.run_dir / "best.keras")
                 with atomic_path(self.run_dir / "best.json") as temporary:
                     temporary.write_text(json.dumps(self.best, indent=2))
@@ -284,6 +304,18 @@ class BestModelKeeper(keras.callbacks.Callback):
             print(f"\nTime limit: {self.seconds / 60:.1f} minutes of training after epoch {epoch + 1}; "
                   f"stopping (best epoch {self.best['epoch'] + 1}).")
             self.model.stop_training = True
+
+    @contextlib.contextmanager
+    def _averaged_weights(self):
+        """The weight average in the model inside the block (as during validation), if the run keeps one."""
+        if self.weight_average is None:
+            yield
+            return
+        self.weight_average.on_test_begin()  # the swap its validation hooks make, and nothing else
+        try:
+            yield
+        finally:
+            self.weight_average.on_test_end()
 
     @property
     def out_of_time(self):
@@ -488,11 +520,14 @@ def _train_locked(config, run_dir, resume, verbose, command):
         time_limit_seconds=None if config.time_limit_minutes is None else 60 * config.time_limit_minutes,
         resumed_seconds=sum(_epoch_seconds(_history_rows(history))),
         writes=distribution.is_chief,
+        weight_average=weight_average_swap(config),
     )
     if done and keeper.early_stopped or done >= config.epochs or keeper.out_of_time:
         print(f"{run_dir}: training had already finished after {done} epochs.")
     else:
         callbacks = [keeper, keras.callbacks.LearningRateScheduler(config.learning_rate_at)]
+        if keeper.weight_average is not None:
+            callbacks.insert(0, keeper.weight_average)
         if distribution.multi_process:  # after the keeper, whose stop it makes everyone's
             callbacks.insert(1, distributed.StopTogether(distribution))
         if distribution.is_chief:  # its row before the backup's epoch: a resumed run drops the rows after that

@@ -32,7 +32,8 @@ from lstm_stn_tf.data import BENCHMARKS, load_splits, make_input
 from lstm_stn_tf.errors import UserError
 from lstm_stn_tf.models import list_models, model_options
 from lstm_stn_tf.paths import atomic_path
-from lstm_stn_tf.training import OPTIMIZERS, SCHEDULES, TrainConfig, compile_model, training_input
+from lstm_stn_tf.training import (OPTIMIZERS, SCHEDULES, TrainConfig, compile_model, training_input,
+                                  weight_average_swap)
 
 try:
     import keras_tuner
@@ -70,7 +71,7 @@ BEST_TRIALS_FILE = "best_trials.json"
 # and the images. The rest (sizes, epochs, seeds, precision) is the search's
 # budget, which `reproduce` sets anew.
 PROMOTED_FIELDS = ("optimizer", "learning_rate", "schedule", "weight_decay", "warmup_epochs", "label_smoothing",
-                   "fresh_clutter", "clip_value", "clip_global_norm", "model_options", "spec")
+                   "ema_momentum", "fresh_clutter", "clip_value", "clip_global_norm", "model_options", "spec")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _ORACLE_VARIABLES = ("KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT", "KERASTUNER_TUNER_ID")
 
@@ -163,6 +164,7 @@ class OptionsHyperModel(keras_tuner.HyperModel if keras_tuner else object):
         are KerasTuner's, which read `val_error`."""
         config = self.trial_config(hp)
         train_split, valid_split = self._data(config)
+        weight_average = weight_average_swap(config)  # validation on the weight average, where the trial keeps one
         return model.fit(
             training_input(config, train_split, first_epoch=initial_epoch),
             validation_data=make_input(*valid_split, batch_size=500),
@@ -170,7 +172,7 @@ class OptionsHyperModel(keras_tuner.HyperModel if keras_tuner else object):
             initial_epoch=initial_epoch,
             shuffle=False,  # the pipeline shuffles
             callbacks=[ValidationError(), keras.callbacks.LearningRateScheduler(config.learning_rate_at),
-                       keras.callbacks.TerminateOnNaN(), *callbacks],
+                       keras.callbacks.TerminateOnNaN(), *callbacks] + ([weight_average] if weight_average else []),
             verbose=verbose,
         )
 

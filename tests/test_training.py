@@ -11,6 +11,7 @@ import pytest
 from keras import ops
 
 from lstm_stn_tf import cli, training
+from lstm_stn_tf.data import to_model_input
 from lstm_stn_tf.reproduce import README_END, README_START, readme_table, variant
 from lstm_stn_tf.training import ClippedRMSprop, TrainConfig, train
 
@@ -83,6 +84,7 @@ def test_label_smoothing_loss_matches_the_one_hot_formula():
         (dict(optimizer="sgd"), "optimizer='sgd': expected one of rmsprop, adamw"),
         (dict(weight_decay=1e-4), "needs optimizer='adamw'"),
         (dict(label_smoothing=1.0), "label_smoothing=1.0: expected a number >= 0 and below 1"),
+        (dict(ema_momentum=1.0), "ema_momentum=1.0: expected a positive number and below 1."),
         (dict(warmup_epochs=-1), "warmup_epochs=-1: expected an integer >= 0"),
         (dict(fresh_clutter="yes"), "fresh_clutter='yes': expected true or false"),
         (dict(placement_warmup_epochs=3), "placement_warmup_epochs=3 needs fresh_clutter"),
@@ -142,6 +144,39 @@ def test_named_options_train_and_are_labelled_in_the_table(tmp_path, monkeypatch
     for option in ("optimizer=adamw", "weight_decay=0.0001", "warmup_epochs=1", "label_smoothing=0.1", "fresh_clutter=True",
                    "cell_init=lasagne", "units=16"):
         assert option in row
+
+
+def test_weight_average_is_validated_and_kept(tmp_path, monkeypatch):
+    import keras
+
+    weights = lambda variables: [ops.convert_to_numpy(v) for v in variables]
+    seen = []  # per epoch: the model's weights before and after the keeper, and the optimizer's average
+    original = training.BestModelKeeper.on_epoch_end
+
+    def recording(self, epoch, logs):
+        before = weights(self.model.trainable_weights)
+        original(self, epoch, logs)
+        seen.append((before, weights(self.model.trainable_weights),
+                     weights(self.model.optimizer._model_variables_moving_average)))
+
+    monkeypatch.setattr(training.BestModelKeeper, "on_epoch_end", recording)
+    assert cli._config_from(cli.build_parser().parse_args(["train", "--ema", "0.5"])).ema_momentum == 0.5
+    run_dir, config = tmp_path / "run", TrainConfig(**TINY, ema_momentum=0.5, precision="float32")
+    train(config, run_dir, verbose=0)
+    best = json.loads((run_dir / "best.json").read_text())
+    trained, after_keeper, average = seen[best["epoch"]]
+    kept_model = keras.saving.load_model(run_dir / "best.keras")
+    kept = weights(kept_model.trainable_weights)
+    for kept_weight, average_weight, before, after in zip(kept, average, trained, after_keeper):
+        np.testing.assert_allclose(kept_weight, average_weight, rtol=0, atol=1e-7)  # best.keras holds the average
+        np.testing.assert_array_equal(before, after)  # and training goes on from its own weights
+    assert max(np.abs(k - t).max() for k, t in zip(kept, trained)) > 1e-4  # the two differ
+    # Validation ran on the average: the kept model's validation loss is the one that chose it.
+    images, labels = training.load_splits(config.sizes(), spec=config.clutter_spec, names=["valid"])["valid"]
+    probabilities = kept_model.predict(to_model_input(images), verbose=0)
+    loss = -np.log(np.take_along_axis(probabilities, labels[..., None].astype(int), axis=-1)).mean()
+    assert loss == pytest.approx(best["val_loss"], rel=1e-4)
+    assert "ema_momentum=0.5" in variant(json.loads((run_dir / "config.json").read_text()))
 
 
 @pytest.fixture(scope="module")
